@@ -173,7 +173,7 @@ def read_participants(path: Path) -> pd.DataFrame:
     """participants.tsv -> DataFrame; empty cells become NaN, text such as 'NA' stays text."""
     try:
         table = pd.read_csv(path, sep="\t", dtype={c: str for c in TEXT_COLUMNS},
-                            keep_default_na=False, na_values=[""], float_precision="round_trip")
+                            keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise CohortError(f"{path}: not a readable tab-separated table ({err}); expected a header row "
                           "then one row per subject") from err
@@ -298,11 +298,16 @@ class Cohort:
     def open(cls, path: str | os.PathLike) -> "Cohort":
         """Open and validate `path` (a folder holding the four layout files); raises CohortError."""
         path = Path(path)
-        if not path.is_dir():
-            raise CohortError(f"{path}: not a folder; expected a cohort folder holding {list(LAYOUT_FILES)}")
         if (path / UNFINISHED_MARKER).exists():
             raise CohortError(f"{path}: holds {UNFINISHED_MARKER}, left by a write that never finished; expected "
                               "a folder completed by CohortWriter.finish (delete it and write the cohort again)")
+        return cls._read_folder(path)
+
+    @classmethod
+    def _read_folder(cls, path: Path) -> "Cohort":
+        """Every check of `open` except the unfinished-write marker (the writer checks its own folder)."""
+        if not path.is_dir():
+            raise CohortError(f"{path}: not a folder; expected a cohort folder holding {list(LAYOUT_FILES)}")
         missing = [f for f in LAYOUT_FILES if not (path / f).is_file()]
         if missing:
             raise CohortError(f"{path}: missing file(s) {missing}; expected all of {list(LAYOUT_FILES)}")
@@ -420,9 +425,10 @@ class CohortWriter:
         table.to_csv(self.tmp_path / PARTICIPANTS_FILE, sep="\t", index=False)
         np.save(self.tmp_path / ROI_FILE, roi.astype(np.float32))
         (self.tmp_path / META_FILE).write_text(meta_text + "\n", encoding="utf-8")
-        (self.tmp_path / UNFINISHED_MARKER).unlink()
-        Cohort.open(self.tmp_path)   # what is on disk must pass the reader's checks before it is published
+        Cohort._read_folder(self.tmp_path)   # what is on disk must pass the reader's checks before publishing
         self._publish()
+        # The marker goes last: a kill before this line leaves a folder that refuses to open.
+        (self.path / UNFINISHED_MARKER).unlink()
         return Cohort.open(self.path)
 
     def _check_volumes_finite(self, ids: pd.Series) -> None:
