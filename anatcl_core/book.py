@@ -1,0 +1,117 @@
+"""`anatcl book`: make the data if missing, execute every chapter with papermill, render with Jupyter Book 1.x.
+
+The chapters in `book/` are committed without outputs. Each run copies the book sources into
+`<build>/source/`, executes the notebooks there in `_toc.yml` order (so pretraining runs before the chapters
+that read its checkpoints) with the chapter's parameters injected, then renders `<build>/html` with
+execution off. A failing cell stops the build and names the chapter and the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+PATH_PARAMS = ("data_root", "output_dir")
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's cell raised; the message names the chapter and the cell."""
+
+
+def load_params(path: str | Path) -> dict:
+    """Read a params YAML: `common` (injected into every chapter) and `chapters: {name: {...}}` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: book parameters file not found")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict) or not isinstance(params.get("common", {}), dict):
+        raise ValueError(f"{path}: expected a mapping with a 'common' mapping of parameters")
+    return params
+
+
+def chapter_order(toc_path: Path) -> list[str]:
+    """Notebook paths (without suffix) in reading order from `_toc.yml`."""
+    toc = yaml.safe_load(toc_path.read_text())
+    entries = [toc["root"]]
+    for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
+        entries += [c["file"] for c in part.get("chapters", [])]
+    return entries
+
+
+def execute_chapter(notebook: Path, parameters: dict, cwd: Path) -> None:
+    """Run one notebook in place with papermill; raise ChapterFailed naming the failing cell."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(str(notebook), str(notebook), parameters=parameters, cwd=str(cwd),
+                                   kernel_name="python3", progress_bar=False, log_output=False)
+    except papermill.PapermillExecutionError as err:
+        raise ChapterFailed(f"chapter {notebook.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}"
+                            ) from None
+
+
+def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
+    """Execute all chapters with the given parameters and render HTML; returns the html folder."""
+    params = load_params(params_path)
+    build_dir = Path(build_dir or params.get("build_dir", REPO / "_build")).resolve()
+    source = build_dir / "source"
+    if source.exists():
+        shutil.rmtree(source)
+    shutil.copytree(REPO / "book", source / "book", ignore=shutil.ignore_patterns("params", ".ipynb_checkpoints"))
+    for name in BOOK_FILES:
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, source / name)
+    common = dict(params.get("common", {}))
+    for key in PATH_PARAMS:   # chapters run inside the build folder: hand them absolute paths
+        if key in common:
+            common[key] = str(Path(common[key]).expanduser().resolve())
+    prepare_data(common)
+    for entry in chapter_order(source / "_toc.yml"):
+        notebook = source / f"{entry}.ipynb"
+        if notebook.exists():
+            chapter_params = {**common, **params.get("chapters", {}).get(Path(entry).name, {})}
+            print(f"[anatcl book] executing {entry} with {chapter_params}", flush=True)
+            execute_chapter(notebook, chapter_params, cwd=notebook.parent)
+    render = build_dir / "render"
+    subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
+                    "--path-output", str(render), "--keep-going"], check=True)
+    html = build_dir / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.move(render / "_build" / "html", html)
+    return html
+
+
+def prepare_data(common: dict) -> None:
+    """Generate the synthetic default cohorts under `data_root` when they are missing."""
+    if common.get("data_source", "synthetic") != "synthetic" or "data_root" not in common:
+        return
+    root = Path(common["data_root"])
+    from anatcl_core.data.synthetic import COHORTS, generate_all
+
+    if all((root / name / "meta.json").exists() for name in COHORTS):
+        return
+    generate_all(root, resolution=float(common.get("resolution", 3.0)),
+                 n_subjects=int(common.get("n_subjects", 100)), seed=int(common.get("seed", 0)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default=str(REPO / "book" / "params" / "default.yaml"),
+                        help="YAML with `common` parameters and per-chapter overrides")
+    parser.add_argument("--build-dir", default=None, help="where executed chapters and HTML go (default _build)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        html = build(args.params, args.build_dir)
+    except ChapterFailed as err:
+        print(f"anatcl book: {err}", file=sys.stderr)
+        return 1
+    print(f"[anatcl book] rendered {html / 'index.html'}")
+    return 0
