@@ -205,7 +205,7 @@ def test_on_grid_images_are_copied_exactly(tmp_path):
 def test_bad_images_are_refused(tmp_path):
     shape, affine = TINY
     four_d = save_nifti(tmp_path / "mwp1four.nii.gz", np.ones((*shape, 2), np.float32), affine)
-    with pytest.raises(SourceDataError, match=r"mwp1four\.nii\.gz: image shape \[13, 15, 13, 2\] has 4 dimensions"):
+    with pytest.raises(SourceDataError, match=r"mwp1four\.nii\.gz: image shape \[13, 15, 13, 2\] has 4 dim"):
         load_gm_map(four_d, TINY)
     # scanner space with the voxel origin at a corner, as many converters write it (centre ~ (126, 126, 86) mm)
     native = save_nifti(tmp_path / "mwp1native.nii", np.ones((64, 64, 44), np.float32), np.diag([4.0, 4, 4, 1]))

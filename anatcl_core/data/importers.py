@@ -111,6 +111,11 @@ def load_gm_map(path: Path, grid: Grid, max_centre_offset_mm: float = 40.0) -> t
 
 # ----------------------------------------------------------------------------- participants tables
 
+def _repeated(values: pd.Series) -> list:
+    """The values that occur more than once (first 5)."""
+    return sorted(set(values[values.duplicated()]))[:5]
+
+
 def read_table(path: Path, id_column: str, text_columns: Sequence[str] = ()) -> pd.DataFrame:
     """A TSV/CSV participants table; `id_column` and `text_columns` kept as written (e.g. '0012', '17').
 
@@ -209,7 +214,8 @@ def read_aparc_stats(path: Path) -> pd.DataFrame:
     if missing:
         raise SourceDataError(f"{path}: table lacks column(s) {missing}; expected {needed}")
     if table["StructName"].duplicated().any():
-        raise SourceDataError(f"{path}: field 'StructName' repeats {table['StructName'][table['StructName'].duplicated()].tolist()}")
+        raise SourceDataError(f"{path}: field 'StructName' repeats {_repeated(table['StructName'])}; expected "
+                              "each region once")
     return table.set_index("StructName")
 
 
@@ -242,43 +248,51 @@ def freesurfer_measures_by_subject(freesurfer_dir: Path, ids: Iterable[str]) -> 
     return found
 
 
+def read_enigma_file(path: Path) -> dict[str, pd.DataFrame]:
+    """One ENIGMA-style CSV -> {channel: DataFrame [subjects, 68] indexed by SubjID} for each measure it holds."""
+    table = pd.read_csv(path, dtype={"SubjID": str})
+    if "SubjID" not in table.columns:
+        raise SourceDataError(f"{path}: no column 'SubjID'; expected ENIGMA's subject identifier column")
+    if table["SubjID"].duplicated().any():
+        raise SourceDataError(f"{path}: column 'SubjID' repeats {_repeated(table['SubjID'])}; expected one row "
+                              "per subject")
+    table = table.set_index("SubjID")
+    enigma_regions = [("L_" if r.startswith("lh-") else "R_") + r[3:] for r in REGIONS]
+    region_columns = [c for c in table.columns if c.startswith(("L_", "R_"))]
+    suffixes = sorted({c.rsplit("_", 1)[-1] for c in region_columns} & set(ENIGMA_SUFFIXES))
+    if not suffixes:
+        raise SourceDataError(f"{path}: no columns named like 'L_bankssts_<measure>' with a measure in "
+                              f"{sorted(ENIGMA_SUFFIXES)}")
+    out = {}
+    for suffix in suffixes:
+        columns = [f"{r}_{suffix}" for r in enigma_regions]
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise SourceDataError(f"{path}: missing column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
+                                  f"expected all 68 Desikan regions for '{suffix}'")
+        values = table[columns].apply(pd.to_numeric, errors="coerce")
+        bad = values.index[~np.isfinite(values.to_numpy(dtype=np.float64)).all(axis=1)].tolist()
+        if bad:
+            raise SourceDataError(f"{path}: non-numeric or missing '{suffix}' values for SubjID {bad[:5]}; "
+                                  "expected finite numbers (drop those rows or fix them)")
+        out[ENIGMA_SUFFIXES[suffix]] = values
+    return out
+
+
 def read_enigma_tables(paths: Sequence[Path], fill_missing_channels: str = "error") -> dict[str, np.ndarray]:
     """ENIGMA-style CSVs (SubjID, L_bankssts_thickavg ... R_insula_surfavg) -> {SubjID: [7, 68] float32}.
 
-    Each file may carry any of the suffixes in ENIGMA_SUFFIXES. Channels no file carries are an error
-    unless fill_missing_channels='zero': a constant channel carries no information, and the layout
-    forbids NaN, so zero is the honest filler (range normalisation maps a constant feature to 0.5).
+    Each file may carry any of the suffixes in ENIGMA_SUFFIXES; subjects must appear in every file.
+    Channels no file carries are an error unless fill_missing_channels='zero': the layout forbids NaN,
+    and a constant channel carries no information (range normalisation maps it to 0.5 for everyone).
     """
     if fill_missing_channels not in FILL_CHOICES:
         raise SourceDataError(f"fill_missing_channels '{fill_missing_channels}': expected one of {list(FILL_CHOICES)}")
-    enigma_regions = [("L_" if r.startswith("lh-") else "R_") + r[3:] for r in REGIONS]
     per_channel: dict[str, pd.DataFrame] = {}
     for path in paths:
-        table = pd.read_csv(path, dtype={"SubjID": str})
-        if "SubjID" not in table.columns:
-            raise SourceDataError(f"{path}: no column 'SubjID'; expected ENIGMA's subject identifier column")
-        if table["SubjID"].duplicated().any():
-            raise SourceDataError(f"{path}: column 'SubjID' repeats {table['SubjID'][table['SubjID'].duplicated()].tolist()[:5]}")
-        table = table.set_index("SubjID")
-        suffixes = {c.rsplit("_", 1)[-1] for c in table.columns if c.startswith(("L_", "R_")) and "_" in c[2:]}
-        known = sorted(s for s in suffixes if s in ENIGMA_SUFFIXES)
-        if not known:
-            raise SourceDataError(f"{path}: no columns named like 'L_bankssts_<measure>' with a measure in "
-                                  f"{sorted(ENIGMA_SUFFIXES)}")
-        for suffix in known:
-            channel = ENIGMA_SUFFIXES[suffix]
-            columns = [f"{r}_{suffix}" for r in enigma_regions]
-            missing = [c for c in columns if c not in table.columns]
-            if missing:
-                raise SourceDataError(f"{path}: missing column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
-                                      f"expected all 68 Desikan regions for '{suffix}'")
-            values = table[columns].apply(pd.to_numeric, errors="coerce")
-            bad = values.index[~np.isfinite(values.to_numpy(dtype=np.float64)).all(axis=1)].tolist()
-            if bad:
-                raise SourceDataError(f"{path}: non-numeric or missing '{suffix}' values for SubjID {bad[:5]}; "
-                                      "expected finite numbers (drop those rows or fix them)")
+        for channel, values in read_enigma_file(Path(path)).items():
             if channel in per_channel:
-                raise SourceDataError(f"{path}: measure '{suffix}' already came from another file; expected it once")
+                raise SourceDataError(f"{path}: channel '{channel}' already came from another file; expected once")
             per_channel[channel] = values
     missing_channels = [c for c in CHANNELS if c not in per_channel]
     if missing_channels and fill_missing_channels == "error":
@@ -506,16 +520,21 @@ def find_gm_maps(images_dir: Path, pattern: str = "mwp1*.nii*", id_pattern: str 
     return found
 
 
-def prepare_participants(path: Path, id_column: str = "participant_id", renames: Mapping[str, str] | None = None,
+def prepare_participants(participants: str | Path | pd.DataFrame, id_column: str = "participant_id",
+                         renames: Mapping[str, str] | None = None,
                          recodes: Mapping[str, Mapping[str, str]] | None = None,
                          constants: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Read a participants table and bring it to COLUMNS.md: rename, add constant columns, recode codes.
+    """Bring a participants table (a TSV/CSV path or a DataFrame) to COLUMNS.md: rename, add constants, recode.
 
     renames: {source column: contract column}; constants: {column: value} (e.g. a single-site study's
     'site'); recodes: {column: {source value: code}} (e.g. {'sex': {'1': 'M', '2': 'F'}}).
     """
-    where = str(path)
-    table = read_table(path, id_column)
+    if isinstance(participants, pd.DataFrame):
+        where, table = "participants table", participants.copy()
+        if id_column not in table.columns:
+            raise SourceDataError(f"{where}: no column '{id_column}'; expected the subject identifier column")
+    else:
+        where, table = str(participants), read_table(Path(participants), id_column)
     table = rename_columns(table, {id_column: "participant_id", **(renames or {})}, where)
     for column, value in (constants or {}).items():
         table[column] = value
@@ -525,7 +544,7 @@ def prepare_participants(path: Path, id_column: str = "participant_id", renames:
     return table
 
 
-def import_nifti(images_dir: str | Path, participants: str | Path, dest: str | Path, *,
+def import_nifti(images_dir: str | Path, participants: str | Path | pd.DataFrame, dest: str | Path, *,
                  id_column: str = "participant_id", renames: Mapping[str, str] | None = None,
                  recodes: Mapping[str, Mapping[str, str]] | None = None, constants: Mapping[str, str] | None = None,
                  freesurfer_dir: str | Path | None = None, enigma_csvs: Sequence[str | Path] = (),
@@ -535,11 +554,13 @@ def import_nifti(images_dir: str | Path, participants: str | Path, dest: str | P
                  progress: bool = True, source: str = "NIfTI folder") -> Cohort:
     """Convert CAT12 mwp1 maps + a participants table + Desikan measures into the cohort folder `dest`.
 
+    participants: a TSV/CSV path or a DataFrame (a recipe's convert.py builds one from the study's tables).
     Measures come from exactly one of freesurfer_dir (<dir>/<participant_id>/stats/?h.aparc.stats)
     or enigma_csvs (SubjID + L_/R_<region>_<thickavg|surfavg|grayvol> columns).
     Returns the opened Cohort, subjects in participants-table order.
     """
-    images_dir, participants, dest = Path(images_dir), Path(participants), Path(dest)
+    images_dir, dest = Path(images_dir), Path(dest)
+    table_name = "participants table" if isinstance(participants, pd.DataFrame) else str(participants)
     if (freesurfer_dir is None) == (not enigma_csvs):
         raise SourceDataError(f"{dest}: Desikan measures need exactly one source; expected freesurfer_dir "
                               "(--freesurfer-dir) or enigma_csvs (--enigma-csv)")
@@ -551,8 +572,8 @@ def import_nifti(images_dir: str | Path, participants: str | Path, dest: str | P
         measures = read_enigma_tables([Path(p) for p in enigma_csvs], fill_missing_channels)
     kept, dropped = reconcile_subjects(table["participant_id"].tolist(),
                                        {"image": set(images), "Desikan measures": set(measures)},
-                                       drop_incomplete, f"{images_dir} + {participants}")
-    table = _select_rows(table, kept, str(participants))
+                                       drop_incomplete, f"{images_dir} + {table_name}")
+    table = _select_rows(table, kept, table_name)
 
     target = resolve_grid(grid)
     resampled = []
@@ -562,7 +583,7 @@ def import_nifti(images_dir: str | Path, participants: str | Path, dest: str | P
             if was_resampled:
                 resampled.append(subject)
         roi = np.stack([measures[s] for s in kept])
-        provenance = _provenance(source, {"images": images_dir, "participants": participants,
+        provenance = _provenance(source, {"images": images_dir, "participants": table_name,
                                           "measures": freesurfer_dir or ", ".join(map(str, enigma_csvs))}, dropped, {
             "measures_from": "freesurfer aparc.stats" if freesurfer_dir is not None else "ENIGMA CSV",
             "channel_mapping": APARC_COLUMNS if freesurfer_dir is not None else ENIGMA_SUFFIXES,
