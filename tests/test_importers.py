@@ -402,3 +402,60 @@ def test_cli_openbhb_to_the_3mm_grid(tmp_path):
     assert cohort.shape == (61, 73, 61)
     assert cohort.meta["provenance"]["resampled_from"]["shape"] == [121, 145, 121]
     assert anatcl(["import", "openbhb", str(src), str(tmp_path / "openbhb"), "--quiet"]) == 1    # exists
+
+
+# ----------------------------------------------------------------------------- dataset recipes
+
+def load_recipe(name: str):
+    """data_recipes/<name>/convert.py as a module (the recipes are scripts, not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "data_recipes" / name / "convert.py"
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adni_recipe_splits_mci_by_conversion_within_the_horizon():
+    adni = load_recipe("adni")
+    visits = pd.DataFrame([
+        # PTID, VISCODE, M, DX_bl, DX
+        ("011_S_0001", "bl", 0, "CN", "CN"), ("011_S_0001", "m12", 12, "CN", "CN"),
+        ("011_S_0002", "bl", 0, "LMCI", "MCI"), ("011_S_0002", "m24", 24, "LMCI", "Dementia"),
+        ("011_S_0003", "bl", 0, "EMCI", "MCI"), ("011_S_0003", "m36", 36, "EMCI", "MCI"),
+        ("011_S_0004", "bl", 0, "LMCI", "MCI"), ("011_S_0004", "m12", 12, "LMCI", "MCI"),   # too short
+        ("011_S_0005", "bl", 0, "LMCI", "MCI"), ("011_S_0005", "m48", 48, "LMCI", "Dementia"),   # late: sMCI
+        ("011_S_0006", "bl", 0, "AD", "Dementia"),
+        ("011_S_0007", "bl", 0, "SMC", "CN"),
+    ], columns=["PTID", "VISCODE", "M", "DX_bl", "DX"]).assign(AGE=70.0, PTGENDER="Female", SITE=11)
+    table, left_out = adni.build_participants(visits, horizon_months=36)
+    assert dict(zip(table["participant_id"], table["diagnosis"])) == {
+        "011_S_0001": "control", "011_S_0002": "pmci", "011_S_0003": "smci", "011_S_0005": "smci",
+        "011_S_0006": "ad"}
+    assert set(table["sex"]) == {"F"} and set(table["site"]) == {"11"}
+    assert sum(left_out.values()) == 2
+
+
+def test_abide_recipe_codes_subtypes_handedness_and_missing_scores():
+    abide = load_recipe("abide1")
+    phenotypes = pd.DataFrame({
+        "SUB_ID": [50002, 50003, 50004, 50005, 50006, 50007],
+        "SITE_ID": ["PITT"] * 6,
+        "DX_GROUP": [1, 1, 1, 2, 2, 1],
+        "DSM_IV_TR": [1, 2, 3, 0, -9999, 4],
+        "AGE_AT_SCAN": [16.8, 22.1, 13.0, 20.5, 19.0, 11.2],
+        "SEX": [1, 2, 1, 1, 2, 1],
+        "HANDEDNESS_CATEGORY": ["R", "L", "Ambi", -9999, "Mixed", "R"],
+        "FIQ": [103, -9999, 110, 95, None, 100],
+        "VIQ": [104, 99, -9999, 90, 101, 100],
+        "PIQ": [100, 98, 97, -9999, 102, 100],
+    })
+    table, left_out = abide.build_participants(phenotypes)
+    assert table["participant_id"].tolist() == ["sub-0050002", "sub-0050003", "sub-0050004", "sub-0050005",
+                                                "sub-0050006"]
+    assert table["diagnosis"].tolist() == ["autism", "asperger", "pdd_nos", "control", "control"]
+    assert table["sex"].tolist() == ["M", "F", "M", "M", "F"]
+    assert table["handedness"].tolist()[:3] == ["right", "left", "ambidextrous"]
+    assert pd.isna(table["handedness"][3]) and table["handedness"][4] == "ambidextrous"
+    assert table["fiq"].isna().tolist() == [False, True, False, False, True]
+    assert sum(left_out.values()) == 1
