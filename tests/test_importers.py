@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import anatcl_core.data as data_package
 from anatcl_core.anatomy import CHANNELS, REGIONS
@@ -200,6 +202,18 @@ def test_on_grid_images_are_copied_exactly(tmp_path):
     assert not resampled
     np.testing.assert_array_equal(volume, values)
     np.testing.assert_array_equal(to_grid(values, TINY[1], TINY), values)
+
+
+@settings(max_examples=20, deadline=None)
+@given(axes=st.permutations([0, 1, 2]), flips=st.tuples(st.booleans(), st.booleans(), st.booleans()))
+def test_any_storage_orientation_resamples_back_to_the_grid(axes, flips):
+    """The same image stored with axes permuted and/or flipped (affine updated to match) lands on the
+    grid voxel for voxel: orientation is read from the affine, never assumed."""
+    values = np.random.default_rng(1).random(TINY[0], dtype=np.float32) + 0.5
+    orientation = np.array([[axis, -1 if flip else 1] for axis, flip in zip(axes, flips)], dtype=float)
+    stored = nib.orientations.apply_orientation(values, orientation)
+    stored_affine = TINY[1] @ nib.orientations.inv_ornt_aff(orientation, values.shape)
+    np.testing.assert_allclose(to_grid(stored, stored_affine, TINY), values, atol=1e-4)
 
 
 def test_bad_images_are_refused(tmp_path):
@@ -459,3 +473,21 @@ def test_abide_recipe_codes_subtypes_handedness_and_missing_scores():
     assert pd.isna(table["handedness"][3]) and table["handedness"][4] == "ambidextrous"
     assert table["fiq"].isna().tolist() == [False, True, False, False, True]
     assert sum(left_out.values()) == 1
+
+
+def test_adni_recipe_end_to_end(tmp_path):
+    adni = load_recipe("adni")
+    subjects = ["011_S_0001", "011_S_0002"]
+    for i, subject in enumerate(subjects):
+        save_nifti(tmp_path / "cat12" / f"mwp1ADNI_{subject}_MR_MPRAGE_br_raw_2006_S{i}_I{i}.nii",
+                   blob(*TINY, LEFT_BLOB), TINY[1])
+        write_freesurfer_subject(tmp_path / "fs", subject)
+    pd.DataFrame([("011_S_0001", "bl", 0, "CN", "CN"), ("011_S_0002", "bl", 0, "AD", "Dementia")],
+                 columns=["PTID", "VISCODE", "M", "DX_bl", "DX"]).assign(
+        AGE=[71.0, 75.5], PTGENDER=["Male", "Female"], SITE=11).to_csv(tmp_path / "ADNIMERGE.csv", index=False)
+    assert adni.main(["--adnimerge", str(tmp_path / "ADNIMERGE.csv"), "--images", str(tmp_path / "cat12"),
+                      "--freesurfer-dir", str(tmp_path / "fs"), "--grid", "3.0", str(tmp_path / "adni")]) == 0
+    cohort = Cohort.open(tmp_path / "adni")
+    assert cohort.participants["diagnosis"].tolist() == ["control", "ad"]
+    assert cohort.meta["provenance"]["source"] == "ADNI"
+    assert np.abs(peak_mm(cohort.volumes[0].astype(np.float32), cohort.affine) - LEFT_BLOB).max() <= 3.0
