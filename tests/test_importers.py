@@ -491,3 +491,9 @@ def test_adni_recipe_end_to_end(tmp_path):
     assert cohort.participants["diagnosis"].tolist() == ["control", "ad"]
     assert cohort.meta["provenance"]["source"] == "ADNI"
     assert np.abs(peak_mm(cohort.volumes[0].astype(np.float32), cohort.affine) - LEFT_BLOB).max() <= 3.0
+
+
+def test_unreadable_image_is_refused(tmp_path):
+    (tmp_path / "mwp1broken.nii.gz").write_bytes(b"not a nifti at all")
+    with pytest.raises(SourceDataError, match=r"mwp1broken\.nii\.gz: not a readable NIfTI image"):
+        load_gm_map(tmp_path / "mwp1broken.nii.gz", TINY)

@@ -369,10 +369,15 @@ class CohortWriter:
         self._refuse_existing()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_path = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
-        (self.tmp_path / UNFINISHED_MARKER).touch()
-        self.volumes: np.memmap | None = np.lib.format.open_memmap(
-            self.tmp_path / VOLUMES_FILE, mode="w+", dtype=self.dtype, shape=(self.n_subjects, *self.shape))
         self.finished = False
+        self.volumes: np.memmap | None = None
+        try:
+            (self.tmp_path / UNFINISHED_MARKER).touch()
+            self.volumes = np.lib.format.open_memmap(
+                self.tmp_path / VOLUMES_FILE, mode="w+", dtype=self.dtype, shape=(self.n_subjects, *self.shape))
+        except BaseException:   # e.g. no disk space: leave no temporary folder behind
+            self.abort()
+            raise
 
     def __enter__(self) -> "CohortWriter":
         return self

@@ -92,7 +92,10 @@ def load_gm_map(path: Path, grid: Grid, max_centre_offset_mm: float = 40.0) -> t
     Refuses 4-D images (a trailing axis of length 1 is dropped first), images not placed in MNI space,
     and empty ones (all zero, or holding NaN/inf).
     """
-    image = nib.load(str(path))
+    try:
+        image = nib.load(str(path))
+    except (OSError, EOFError, nib.filebasedimages.ImageFileError) as err:
+        raise SourceDataError(f"{path}: not a readable NIfTI image ({err}); expected a CAT12 mwp1 map") from err
     if image.ndim == 4 and image.shape[3] == 1:
         image = nib.funcs.squeeze_image(image)
     if image.ndim != 3:
