@@ -328,11 +328,11 @@ def reconcile_subjects(table_ids: Sequence[str], sources: Mapping[str, set[str]]
     in_table = set(table_ids)
     dropped: dict[str, list[str]] = {}
     for subject in table_ids:
-        reasons = [f"no {name}" for name, ids in sources.items() if subject not in ids]
+        reasons = [f"no {name}" for name, source_ids in sources.items() if subject not in source_ids]
         if reasons:
             dropped[subject] = reasons
-    for name, ids in sources.items():
-        for subject in sorted(ids - in_table):
+    for name, source_ids in sources.items():
+        for subject in sorted(source_ids - in_table):
             dropped.setdefault(subject, []).append(f"{name} but no participants row")
     if dropped and not drop_incomplete:
         listed = "; ".join(f"{s} ({', '.join(r)})" for s, r in list(dropped.items())[:10])
@@ -363,10 +363,12 @@ def _provenance(source: str, inputs: dict, dropped: dict[str, list[str]], extra:
     }
 
 
-def _report_dropped(dropped: dict[str, list[str]]) -> None:
+def _report_dropped(dropped: dict[str, list[str]], shown: int = 20) -> None:
+    """Print the first `shown` dropped subjects; meta.json keeps the full list."""
     if dropped:
-        print(f"dropped {len(dropped)} incomplete subject(s):", file=sys.stderr)
-        for subject, reasons in dropped.items():
+        print(f"dropped {len(dropped)} incomplete subject(s) (all listed in meta.json provenance.dropped):",
+              file=sys.stderr)
+        for subject, reasons in list(dropped.items())[:shown]:
             print(f"  {subject}: {', '.join(reasons)}", file=sys.stderr)
 
 
