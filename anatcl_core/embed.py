@@ -1,0 +1,90 @@
+"""Frozen-encoder features for every subject of a cohort: what the downstream probes consume.
+
+    anatcl embed --checkpoint runs/yaware-f0/checkpoint.pth --cohort data/adni --out adni.npy
+    anatcl embed --released global --fold 0 --cohort data/adni --out adni.npy   (needs network once)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from anatcl_core.checkpoints import load_checkpoint, load_released
+from anatcl_core.data.augment import center_crop
+from anatcl_core.data.cohort import Cohort
+from anatcl_core.encoder import AnatCLModel
+from anatcl_core.pretrain import resolve_device, training_crop
+
+
+@torch.inference_mode()
+def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
+                  amp: bool = True, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
+                  progress: bool = True) -> np.ndarray:
+    """volumes: [N, X, Y, Z] (array or memmap) -> [N, 512] float32 encoder features (head dropped).
+
+    Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
+    then encoded in batches under bf16 autocast when `amp` (cosine >= 0.9999 to fp32; see benchmarks/).
+    """
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    crop = crop or training_crop(tuple(volumes.shape[1:]))
+    features = np.empty((len(volumes), model.embed_dim), dtype=np.float32)
+    for start in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
+        block = np.asarray(volumes[start:start + batch_size], dtype=np.float32)
+        x = center_crop(torch.from_numpy(block).unsqueeze(1).to(dev), crop)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model.embed(x)
+        features[start:start + len(block)] = out.float().cpu().numpy()
+    return features
+
+
+def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | os.PathLike, **kwargs) -> np.ndarray:
+    """Features [N, 512] for every subject of `cohort` (a Cohort or its folder) with a model or a checkpoint path."""
+    if not isinstance(model, AnatCLModel):
+        model = load_checkpoint(model)
+    if not isinstance(cohort, Cohort):
+        cohort = Cohort.open(cohort)
+    return embed_volumes(model, cohort.volumes, **kwargs)
+
+
+def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
+    """np.save to a temporary file beside `path`, then rename: a killed run never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, features)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
+    source.add_argument("--released", choices=("global", "local"), help="download the authors' weights")
+    parser.add_argument("--fold", type=int, default=0, help="fold of the released weights (0-4)")
+    parser.add_argument("--cohort", required=True, help="cohort folder (layout of DESIGN.md)")
+    parser.add_argument("--out", required=True, help="output .npy, [N, 512] float32 in participants.tsv order")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_released(args.released, args.fold) if args.released else load_checkpoint(args.checkpoint)
+    features = embed_cohort(model, args.cohort, batch_size=args.batch_size, device=args.device, amp=args.amp)
+    print(f"wrote {save_features(args.out, features)}: {features.shape[0]} subjects x {features.shape[1]} features")
+    return 0

@@ -1,0 +1,438 @@
+"""The pretraining engine for the six methods of the paper, on CPU, one GPU or several (torchrun).
+
+    anatcl pretrain --cohort data/openbhb --method anatcl-local --out runs/anatcl-local-f0 --fold 0
+    torchrun --nproc_per_node=4 -m anatcl_core.pretrain --cohort ... --method ... --out ...
+
+Writes RUN/checkpoint.pth (latest; loads with `anatcl_core.load_checkpoint`), RUN/config.json, RUN/metrics.csv,
+RUN/train.log. Every random draw (batch order, augmentations) is derived from (seed, epoch, step, rank), so a
+resumed run replays exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from anatcl_core.anatomy import RangeNormaliser, rbf_kernel, select_measures
+from anatcl_core.checkpoints import save_checkpoint
+from anatcl_core.data import augment
+from anatcl_core.data.cohort import Cohort
+from anatcl_core.data.folds import load_or_make_folds, training_rows
+from anatcl_core.distributed import all_gather_tensor, all_gather_with_grad, is_distributed
+from anatcl_core.encoder import AnatCLModel
+from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
+
+METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
+# Fields that may change between a run and its resumption without changing what is being trained.
+RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
+                  "cohort", "progress")
+log = logging.getLogger("anatcl.pretrain")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run. Defaults are the released AnatCL hyper-parameters."""
+
+    cohort: str
+    method: str
+    out: str
+    arch: str = "resnet18"
+    feat_dim: int = 128
+    epochs: int = 300
+    batch_size: int = 32            # global batch, summed over ranks
+    lr: float = 1e-4
+    weight_decay: float = 5e-5
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.9
+    temperature: float = 0.1
+    n_views: int = 2
+    sigma: float = 2.0              # years, RBF age kernel
+    lambda_age: float = 1.0
+    lambda_anat: float = 1.0
+    normalise_descriptors: bool = True
+    fold: int = 0
+    n_folds: int = 5
+    seed: int = 0
+    max_steps_per_epoch: int = 0    # 0: all batches; >0 caps an epoch (small CPU runs)
+    amp: bool = True                # bf16 autocast
+    channels_last: bool = True
+    compile: bool = False
+    gpu_resident: bool = False      # hold the training volumes on the GPU in fp16
+    num_workers: int = 0
+    device: str = "auto"
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.n_views < 1 or (self.method == "simclr" and self.n_views < 2):
+            raise ValueError(f"n_views must be >= 1 (>= 2 for simclr, whose only positives are other views), "
+                             f"got {self.n_views}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- data
+
+class TrainingSet:
+    """The training rows of a cohort: volumes [n, X, Y, Z] (memory-mapped or on the GPU), ages, descriptors."""
+
+    def __init__(self, cohort: Cohort, rows: np.ndarray, normaliser: RangeNormaliser | None,
+                 device: torch.device, gpu_resident: bool):
+        self.cohort, self.rows = cohort, np.asarray(rows)
+        self.age = torch.as_tensor(cohort.participants["age"].to_numpy()[self.rows], dtype=torch.float32)
+        desc = select_measures(torch.as_tensor(cohort.roi[self.rows], dtype=torch.float32))
+        self.descriptors = normaliser.transform(desc) if normaliser is not None else desc
+        self.resident = None
+        if gpu_resident:
+            # fp16 halves the footprint; OpenBHB at 1.5 mm is about 27 GB this way
+            self.resident = torch.from_numpy(np.asarray(cohort.volumes[np.sort(self.rows)])).to(device, torch.float16)
+            self._resident_pos = {r: i for i, r in enumerate(np.sort(self.rows))}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def volumes(self, positions: np.ndarray) -> torch.Tensor:
+        """positions into self.rows -> [b, 1, X, Y, Z] float32 (on the GPU when resident, else CPU)."""
+        if self.resident is not None:
+            index = torch.as_tensor([self._resident_pos[r] for r in self.rows[positions]], device=self.resident.device)
+            return self.resident[index].float().unsqueeze(1)
+        rows = self.rows[positions]
+        order = np.argsort(rows)                      # sequential reads from the memmap, then restore order
+        block = np.asarray(self.cohort.volumes[rows[order]], dtype=np.float32)
+        return torch.from_numpy(block[np.argsort(order)]).unsqueeze(1)
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """Lets DataLoader workers read pre-planned batches from the memmap in parallel with training."""
+
+    def __init__(self, data: TrainingSet, plan: list[np.ndarray]):
+        self.data, self.plan = data, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = self.plan[step]
+        return self.data.volumes(positions), torch.as_tensor(positions)
+
+
+def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+    """This rank's share of every global batch of the epoch: positions [batch_size // world] per step.
+
+    The permutation depends only on (seed, epoch), so every rank agrees and a resumed run replays it.
+    """
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {world} ranks")
+    if n < batch_size:
+        raise ValueError(f"{n} training subjects cannot fill one batch of {batch_size}")
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    local = batch_size // world
+    return [perm[s * batch_size + rank * local: s * batch_size + (rank + 1) * local] for s in range(n // batch_size)]
+
+
+def step_generator(seed: int, epoch: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """Augmentation stream of one step on one rank."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
+    return gen
+
+
+def make_views(x: torch.Tensor, n_views: int, crop: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+    """x: [b, 1, X, Y, Z] -> [b * n_views, 1, *crop], view-major (all first views, then all second views...)."""
+    return torch.cat([augment.pretraining_augment(x, crop, generator) for _ in range(n_views)], dim=0)
+
+
+# ----------------------------------------------------------------------------- objectives
+
+class AgeRegressor(nn.Module):
+    """The L1 baseline: encoder + linear head to standardised age (the contrastive head is unused)."""
+
+    def __init__(self, model: AnatCLModel):
+        super().__init__()
+        self.model = model
+        self.regressor = nn.Linear(model.embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regressor(self.model.encoder(x)).squeeze(1)
+
+
+def compute_loss(cfg: PretrainConfig, out: torch.Tensor, n_local: int, age: torch.Tensor, desc: torch.Tensor,
+                 age_stats: tuple[float, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one step. out: [n_views * n_local, D] projections (or [n_views * n_local] ages for l1).
+
+    Contrastive methods gather projections (with gradients) and targets from every rank, so the loss is the
+    one of the global batch; `age` and `desc` are this rank's [n_local] and [n_local, 3, 68].
+    """
+    if cfg.method == "l1":
+        mean, std = age_stats
+        target = ((age - mean) / std).repeat(cfg.n_views)
+        loss = F.l1_loss(out.float(), target)
+        return loss, {"l1_years": loss.item() * std}
+    z = out.float().reshape(cfg.n_views, n_local, -1).transpose(0, 1)      # [n_local, V, D]
+    z = all_gather_with_grad(z)
+    age, desc = all_gather_tensor(age), all_gather_tensor(desc)
+    if cfg.method == "simclr":
+        loss = nt_xent_loss(z, cfg.temperature)
+        return loss, {}
+    if cfg.method in ("yaware", "expw"):
+        loss = weighted_contrastive_loss(z, rbf_kernel(age, age, cfg.sigma), cfg.temperature, cfg.method)
+        return loss, {}
+    loss, terms = anatcl_loss(z, age, desc, cfg.method.split("-")[1], cfg.sigma, cfg.temperature,
+                              cfg.lambda_age, cfg.lambda_anat)
+    return loss, {f"loss_{k}": v.item() for k, v in terms.items()}
+
+
+# ----------------------------------------------------------------------------- engine
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if is_distributed() and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The released weights saw 121 x 128 x 121 crops of the 121 x 145 x 121 grid; keep that ratio on any grid."""
+    return (shape[0], round(shape[1] * 128 / 145), shape[2])
+
+
+class _StopRequest:
+    """SIGTERM (cluster preemption, `kill`) asks for a checkpoint at the next step, then a clean exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = {k: (saved.get(k), now[k]) for k in now if k not in RUNTIME_FIELDS and saved.get(k) != now[k]}
+    if diff:
+        lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"{path}: cannot resume, the configuration differs from the saved run ({lines}); "
+                         "use a new --out or the same settings")
+
+
+def setup_logging(out: Path, rank: int) -> None:
+    if rank != 0 or any(isinstance(h, logging.FileHandler) and h.baseFilename == str(out / "train.log")
+                        for h in log.handlers):
+        return
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Run (or resume) pretraining; returns RUN/checkpoint.pth. Call under torchrun for several processes."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out, rank)
+    ckpt_path = out / "checkpoint.pth"
+
+    cohort = Cohort.open(cfg.cohort)
+    folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed) if rank == 0 else None
+    if world > 1:
+        dist.barrier()                           # rank 0 wrote the folds file; the others read it now
+    folds = folds if folds is not None else load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed)
+    rows = training_rows(cohort.participants, folds, cfg.fold)
+    normaliser = None
+    if cfg.normalise_descriptors:
+        normaliser = RangeNormaliser().fit(select_measures(torch.as_tensor(cohort.roi[rows], dtype=torch.float32)))
+    data = TrainingSet(cohort, rows, normaliser, device, cfg.gpu_resident and device.type == "cuda")
+    age_stats = (float(data.age.mean()), float(data.age.std()))
+    crop = training_crop(cohort.shape)
+
+    torch.manual_seed(cfg.seed)                  # same initial weights on every rank
+    model = AnatCLModel(cfg.arch, cfg.feat_dim)
+    net: nn.Module = AgeRegressor(model) if cfg.method == "l1" else model
+    net = net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step_epochs, cfg.lr_gamma)
+    start_epoch, start_step = 0, 0
+    if cfg.resume and ckpt_path.exists():
+        saved = torch.load(ckpt_path, map_location=device, weights_only=True)
+        _check_resumable(saved["config"], cfg, ckpt_path)
+        net.load_state_dict(saved["net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        start_epoch, start_step = saved["epoch"], saved["step"]
+        log.info("resumed from %s at epoch %d step %d", ckpt_path, start_epoch, start_step)
+    elif cfg.resume:
+        log.info("--resume given but %s does not exist: starting a new run", ckpt_path)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    if world > 1:
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # On CPU (gloo) SyncBatchNorm is unavailable: each rank normalises its own shard (ghost batch norm).
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=cfg.method == "l1")
+    step_fn = torch.compile(net) if cfg.compile else net
+
+    def save(epoch: int, step: int) -> None:
+        if rank != 0:
+            return
+        bare = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+        save_checkpoint(ckpt_path, model, net=bare.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), epoch=epoch, step=step, config=cfg.to_dict(),
+                        normaliser=normaliser.state_dict() if normaliser else {}, age_stats=list(age_stats),
+                        rows=torch.as_tensor(rows))
+
+    stop = _StopRequest()
+    metrics_path = out / "metrics.csv"
+    tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            plan = epoch_plan(len(data), cfg.batch_size, cfg.seed, epoch, rank, world)
+            if cfg.max_steps_per_epoch:
+                plan = plan[:cfg.max_steps_per_epoch]
+            first = start_step if epoch == start_epoch else 0
+            net.train()
+            sums: dict[str, float] = {}
+            n_steps, t0 = 0, time.perf_counter()
+            loader = _loader(data, plan, first, cfg.num_workers)
+            bar = tqdm(loader, total=len(plan) - first, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+                       disable=rank != 0 or not cfg.progress, leave=False)
+            for step, (x, positions) in enumerate(bar, start=first):
+                x = x.to(device, non_blocking=True)
+                views = make_views(x, cfg.n_views, crop, step_generator(cfg.seed, epoch, step, rank, device))
+                if cfg.channels_last:
+                    views = views.contiguous(memory_format=torch.channels_last_3d)
+                pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
+                age, desc = data.age[pos].to(device), data.descriptors[pos].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    output = step_fn(views)
+                loss, terms = compute_loss(cfg, output, len(pos), age, desc, age_stats)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+                for k, v in {"loss": loss.item(), **terms}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_steps += 1
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if stop.requested:
+                    save(epoch, step + 1)
+                    log.info("SIGTERM: checkpoint written at epoch %d step %d", epoch, step + 1)
+                    return ckpt_path
+            seconds = time.perf_counter() - t0
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            save(epoch + 1, 0)
+            if rank == 0:
+                row = {"epoch": epoch + 1, **{k: v / max(n_steps, 1) for k, v in sums.items()}, "lr": lr,
+                       "seconds": seconds, "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds}
+                _append_metrics(metrics_path, row)
+                log.info(json.dumps(row))
+                if tb is not None:
+                    for k, v in row.items():
+                        tb.add_scalar(k, v, epoch + 1)
+    finally:
+        stop.restore()
+        if tb is not None:
+            tb.close()
+    return ckpt_path
+
+
+def _loader(data: TrainingSet, plan: list[np.ndarray], first: int, num_workers: int):
+    if data.resident is not None or num_workers == 0:
+        return ((data.volumes(p), p) for p in plan[first:])
+    reader = _BatchReader(data, plan[first:])
+    return torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=True,
+                                       prefetch_factor=2)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    frame = pd.DataFrame([row])
+    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: --tensorboard ignored")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per PretrainConfig field (--batch-size, --no-amp, ...), defaults from the dataclass."""
+    for f in dataclasses.fields(PretrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, required=required, default=None if required else f.default,
+                                choices=METHODS if f.name == "method" else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"extra"}
+    cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    try:
+        path = pretrain(cfg)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if not distributed or int(os.environ["RANK"]) == 0:
+        print(f"checkpoint: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anatcl_core.pretrain", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The pretraining engine on CPU: every method runs and learns, resume is exact, checkpoints survive kills."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anatcl_core import load_checkpoint
+from anatcl_core.data.folds import load_or_make_folds, make_folds, training_rows
+from anatcl_core.pretrain import (METHODS, AgeRegressor, PretrainConfig, compute_loss, epoch_plan, pretrain,
+                                  training_crop)
+from anatcl_core.encoder import AnatCLModel
+
+
+def small_config(cohort, out, method, **kw):
+    base = dict(cohort=str(cohort.path), method=method, out=str(out), epochs=1, batch_size=8, n_folds=3,
+                max_steps_per_epoch=2, progress=False, lr=1e-3)
+    return PretrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_runs_end_to_end(tiny_cohort, tmp_path, method):
+    ckpt = pretrain(small_config(tiny_cohort, tmp_path / method, method))
+    model = load_checkpoint(ckpt)
+    assert isinstance(model, AnatCLModel) and not model.training
+    metrics = pd.read_csv(tmp_path / method / "metrics.csv")
+    assert list(metrics["epoch"]) == [1] and np.isfinite(metrics["loss"]).all()
+    assert metrics["volumes_per_s"].iloc[0] > 0
+    config = json.loads((tmp_path / method / "config.json").read_text())
+    assert config["method"] == method and config["temperature"] == 0.1 and config["sigma"] == 2.0
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["config"]["lr"] == 1e-3 and saved["epoch"] == 1
+    if method.startswith("anatcl"):
+        assert terms_logged(metrics)
+
+
+def terms_logged(metrics):
+    return {"loss_age", "loss_anat"} <= set(metrics.columns)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_overfits_a_fixed_batch(tiny_cohort, method):
+    torch.manual_seed(0)
+    cfg = small_config(tiny_cohort, "unused", method, n_views=2)
+    model = AnatCLModel("resnet18", 32)
+    net = AgeRegressor(model) if method == "l1" else model
+    x = torch.from_numpy(np.asarray(tiny_cohort.volumes[:8], dtype=np.float32)).unsqueeze(1)
+    gen = torch.Generator().manual_seed(0)
+    views = torch.cat([x, x + 0.05 * torch.randn(x.shape, generator=gen)])   # two fixed views
+    age = torch.as_tensor(tiny_cohort.participants["age"].to_numpy()[:8], dtype=torch.float32)
+    desc = torch.rand(8, 3, 68, generator=gen)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = compute_loss(cfg, net(views), 8, age, desc, (45.0, 20.0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tiny_cohort, tmp_path):
+    straight = pretrain(small_config(tiny_cohort, tmp_path / "straight", "anatcl-local", epochs=2))
+    pretrain(small_config(tiny_cohort, tmp_path / "split", "anatcl-local", epochs=1))
+    resumed = pretrain(small_config(tiny_cohort, tmp_path / "split", "anatcl-local", epochs=2, resume=True))
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    for key in a["net"]:
+        assert torch.equal(a["net"][key], b["net"][key]), key
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    assert len(pd.read_csv(tmp_path / "split" / "metrics.csv")) == 2
+
+
+def test_resume_refuses_a_different_configuration(tiny_cohort, tmp_path):
+    pretrain(small_config(tiny_cohort, tmp_path / "run", "yaware"))
+    with pytest.raises(ValueError, match=r"cannot resume.*temperature: saved 0.1 vs now 0.2"):
+        pretrain(small_config(tiny_cohort, tmp_path / "run", "yaware", epochs=2, temperature=0.2, resume=True))
+
+
+def test_folds_are_by_subject_stratified_and_shared(tiny_cohort):
+    folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
+    assert (tiny_cohort.path / "splits" / "folds-3-seed0.tsv").exists()
+    assert folds["fold"].value_counts().min() >= 7
+    again = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
+    pd.testing.assert_frame_equal(folds, again)
+    rows = training_rows(tiny_cohort.participants, folds, 1)
+    assert set(folds["fold"].to_numpy()[rows]) == {0, 2}
+    with pytest.raises(ValueError, match="unique"):
+        make_folds(pd.concat([tiny_cohort.participants] * 2), 3)
+
+
+def test_epoch_plan_shards_every_global_batch():
+    single = epoch_plan(20, 8, seed=3, epoch=1, rank=0, world=1)
+    shards = [epoch_plan(20, 8, seed=3, epoch=1, rank=r, world=2) for r in range(2)]
+    for s, batch in enumerate(single):
+        np.testing.assert_array_equal(np.concatenate([shards[0][s], shards[1][s]]), batch)
+    assert not np.array_equal(single[0], epoch_plan(20, 8, 3, 2, 0, 1)[0])
+    with pytest.raises(ValueError, match="divisible"):
+        epoch_plan(20, 9, 0, 0, 0, 2)
+
+
+def test_training_crop_keeps_the_released_ratio():
+    assert training_crop((121, 145, 121)) == (121, 128, 121)
+    assert training_crop((61, 73, 61)) == (61, 64, 61)
+
+
+_WRITER = """
+import sys, torch
+from anatcl_core import AnatCLModel, save_checkpoint
+model = AnatCLModel("resnet50")
+print("ready", flush=True)
+while True:
+    save_checkpoint(sys.argv[1], model, blob=torch.zeros(20_000_000))
+"""
+
+
+def test_a_process_killed_while_writing_leaves_the_previous_checkpoint(tmp_path):
+    from anatcl_core import save_checkpoint
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint(path, AnatCLModel(feat_dim=16))
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)                     # well inside a write of ~180 MB
+    proc.kill()
+    proc.wait()
+    model = load_checkpoint(path)       # either the old file or a complete new one, never a torn one
+    assert model.arch in ("resnet18", "resnet50")
+
+
+def test_sigterm_checkpoints_mid_epoch_and_the_run_resumes(tiny_cohort, tmp_path):
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "anatcl_core.pretrain", "--cohort", str(tiny_cohort.path), "--method", "yaware",
+           "--out", str(out), "--epochs", "50", "--batch-size", "4", "--n-folds", "3", "--no-progress"]
+    proc = subprocess.Popen(cmd)
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    saved = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert 1 <= saved["epoch"] < 50
+    subprocess.run(cmd[:-4] + ["--epochs", str(saved["epoch"] + 1), "--batch-size", "4", "--n-folds", "3",
+                                "--no-progress", "--resume"], check=True)
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == saved["epoch"] + 1
