@@ -89,16 +89,21 @@ def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
 
 
 def prepare_data(common: dict) -> None:
-    """Generate the synthetic default cohorts under `data_root` when they are missing."""
-    if common.get("data_source", "synthetic") != "synthetic" or "data_root" not in common:
-        return
-    root = Path(common["data_root"])
-    from anatcl_core.data.synthetic import COHORTS, generate_all
+    """Book hook: make the synthetic default under `data_root` when the parameters ask for it."""
+    if common.get("data_source", "synthetic") == "synthetic" and "data_root" in common:
+        ensure_synthetic_data(common["data_root"], int(common.get("n_subjects", 100)),
+                              float(common.get("resolution", 3.0)), int(common.get("seed", 0)))
 
-    if all((root / name / "meta.json").exists() for name in COHORTS):
-        return
-    generate_all(root, resolution=float(common.get("resolution", 3.0)),
-                 n_subjects=int(common.get("n_subjects", 100)), seed=int(common.get("seed", 0)))
+
+def ensure_synthetic_data(data_root: str | Path, n_subjects: int, resolution: float = 3.0, seed: int = 0) -> Path:
+    """Generate the five synthetic cohorts under `data_root` unless they exist (chapters call this too).
+
+    Existing cohorts are kept as they are: give each (n_subjects, resolution, seed) its own `data_root`.
+    """
+    from anatcl_core.data.synthetic import write_synthetic_cohorts
+
+    write_synthetic_cohorts(data_root, n_subjects=n_subjects, voxel_size=resolution, seed=seed)
+    return Path(data_root)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
