@@ -32,8 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from anatcl_core.tasks import (COHORT_LABELS, METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskSpec, paper_results,
-                               select_tasks, tasks_for)
+from anatcl_core.tasks import METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ def plan_folds(y: np.ndarray, kind: str, n_splits: int, n_repeats: int, *, group
     repeats = n_repeats
     if kind == "classification" and smallest < min_per_test_fold * used and small_class_repeats > n_repeats:
         repeats = small_class_repeats
-        notes.append(f"smallest class has {smallest} subjects (< {min_per_test_fold} per test fold): "
+        notes.append(f"smallest class has {smallest} subjects, fewer than {min_per_test_fold} per test fold: "
                      f"{repeats} repeats of the {used}-fold split, std over all {used * repeats} folds")
     return FoldPlan(used, repeats, tuple(notes))
 
@@ -290,8 +289,8 @@ def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, 
     train = split == "train"
     metric = metric_for(task.kind)
     plan = plan_folds(y[train], task.kind, inner_splits, 1, small_class_repeats=1)
-    if plan.problem:
-        reason = f"train split: {plan.problem}"
+    if not train.any() or plan.problem:
+        reason = "no rows with split == 'train'" if not train.any() else f"train split: {plan.problem}"
         return {name: not_evaluable(metric, int((split == name).sum()), reason) for name in OPENBHB_TEST_SPLITS}
     features = np.asarray(X)[rows]
     estimator, chosen = fit_probe(features[train], y[train], task.kind, grid=grid, inner_splits=inner_splits,
@@ -397,8 +396,16 @@ def _cell(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _column_label(task: TaskSpec) -> str:
-    return task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else "")
+def _lookup(frame: pd.DataFrame, method: str, task: str) -> pd.Series | None:
+    """The (method, task) row of a frame indexed by both, or None."""
+    return frame.loc[(method, task)] if (method, task) in frame.index else None
+
+
+def _ours_by_label(ours: pd.DataFrame, openbhb_split: str) -> pd.DataFrame:
+    """`summarise(ours)` indexed by (the paper's method label, task id)."""
+    summary = summarise(ours, openbhb_split)
+    summary["method"] = summary["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    return summary.set_index(["method", "task"])
 
 
 def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: str = "internal_test",
@@ -414,24 +421,24 @@ def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: 
     if not specs:
         raise ValueError(f"paper_table: table must be 2, 3, 4 or 5, got {table!r}")
     paper = paper_results().query("table == @table").set_index(["method", "task"])
-    summary = (summarise(ours, openbhb_split).assign(method=lambda d: d["method"].map(lambda m: METHOD_LABELS.get(m, m)))
-               .set_index(["method", "task"]) if ours is not None else None)
+    summary = None if ours is None else _ours_by_label(ours, openbhb_split)
     methods = list(METHOD_LABELS.values())
     if summary is not None:
         methods += [m for m in summary.index.get_level_values("method").unique() if m not in methods]
     columns: dict[tuple[str, ...], list[str]] = {}
     for task in specs:
-        head = (task.group, _column_label(task))
+        head = (task.group, task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else ""))
         for method in methods:
-            p = paper.loc[(method, task.id)] if (method, task.id) in paper.index else None
-            paper_cell = _cell(p["mean"], p["std"], digits) if p is not None else "—"
+            theirs = _lookup(paper, method, task.id)
+            paper_cell = "—" if theirs is None else _cell(theirs["mean"], theirs["std"], digits)
             if summary is None:
                 columns.setdefault(head, []).append(paper_cell)
                 continue
-            o = summary.loc[(method, task.id)] if (method, task.id) in summary.index else None
-            diff = o["mean"] - p["mean"] if o is not None and p is not None else np.nan
+            mine = _lookup(summary, method, task.id)
+            diff = np.nan if mine is None or theirs is None else mine["mean"] - theirs["mean"]
             columns.setdefault(head + ("paper",), []).append(paper_cell)
-            columns.setdefault(head + ("ours",), []).append(_cell(o["mean"], o["std"], digits) if o is not None else "—")
+            columns.setdefault(head + ("ours",), []).append("—" if mine is None else
+                                                             _cell(mine["mean"], mine["std"], digits))
             columns.setdefault(head + ("Δ",), []).append("—" if pd.isna(diff) else f"{diff:+.{digits}f}")
     frame = pd.DataFrame(columns, index=pd.Index(methods, name="method"))
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)

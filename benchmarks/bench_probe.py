@@ -1,0 +1,107 @@
+"""Wall time of the downstream evaluation: 22 tasks x 6 methods x 5 pretraining folds on cached embeddings.
+
+The embeddings are random (rectified Gaussian, 512-d, float32, like the encoder's pooled features) and
+the participants tables are the synthetic cohorts at the paper's sizes (openbhb 3984, adni 1754,
+oasis3 685, schizconnect 376, abide1 995), so every task has its real number of subjects and classes.
+Embeddings are written once to a cache laid out as `EmbeddingCache` writes them, then read back, so the
+timing includes what `anatcl probe` does after embedding.
+
+    python benchmarks/bench_probe.py                      # the full grid, 2 worker processes
+    python benchmarks/bench_probe.py --methods simclr --folds 1 --workers 1
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from anatcl_core.data.synthetic import COHORTS, simulate_tables
+from anatcl_core.probe import evaluate_tasks
+from anatcl_core.tasks import METHOD_LABELS, TASKS
+
+EMBED_DIM = 512
+
+
+def write_random_embeddings(cache: Path, sizes: dict[str, int], methods: list[str], folds: int, seed: int) -> None:
+    """One [N, 512] float32 array per (method, fold, cohort) at cache/<method>-f<fold>/<cohort>.npy."""
+    rng = np.random.default_rng(seed)
+    for method in methods:
+        for fold in range(folds):
+            folder = cache / f"{method}-f{fold}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for cohort, n in sizes.items():
+                features = np.maximum(rng.standard_normal((n, EMBED_DIM), dtype=np.float32), 0)
+                np.save(folder / f"{cohort}.npy", features)
+
+
+def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str, pd.DataFrame],
+                         seed: int) -> tuple[pd.DataFrame, float, float]:
+    """Load one checkpoint's cached embeddings and run all tasks: (results, load seconds, probe seconds)."""
+    start = time.perf_counter()
+    features = {c: np.load(cache / f"{method}-f{fold}" / f"{c}.npy") for c in cohorts}
+    loaded = time.perf_counter()
+    results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed)
+    return results, loaded - start, time.perf_counter() - loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_LABELS), choices=list(METHOD_LABELS))
+    parser.add_argument("--folds", type=int, default=5, help="pretraining folds (checkpoints) per method")
+    parser.add_argument("--workers", type=int, default=2, help="processes, one checkpoint each at a time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=None, help="optional CSV of all probe results")
+    args = parser.parse_args()
+
+    cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        write_random_embeddings(cache, {c: len(t) for c, t in cohorts.items()}, args.methods, args.folds, args.seed)
+        jobs = [(m, f) for m in args.methods for f in range(args.folds)]
+        start = time.perf_counter()
+        runs = Parallel(n_jobs=args.workers)(delayed(probe_one_checkpoint)(cache, m, f, cohorts, args.seed)
+                                             for m, f in jobs)
+        wall = time.perf_counter() - start
+
+    results = pd.concat([r for r, _, _ in runs], ignore_index=True)
+    per_checkpoint = np.array([probe for _, _, probe in runs])
+    per_task = _seconds_per_task(cohorts, args.seed) if args.workers >= 1 else None
+    if args.results:
+        results.to_csv(args.results, index=False)
+    print(f"date: {dt.date.today()}  machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.processor() or platform.platform()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{len(jobs)} checkpoints x {len(TASKS)} tasks = {len(results)} result rows "
+          f"({(~results['evaluable']).sum()} not evaluable), {args.workers} worker(s)")
+    print(f"wall time: {wall:.0f} s; per checkpoint (22 tasks): median {np.median(per_checkpoint):.1f} s, "
+          f"max {per_checkpoint.max():.1f} s; embedding load median {np.median([l for _, l, _ in runs]):.2f} s")
+    print("\nseconds per task, one checkpoint, one process:")
+    print(per_task.to_string())
+    chance = results.query("evaluable and metric == 'balanced_accuracy' and evaluation == 'cv'")["score"]
+    print(f"\nsanity: random features give balanced accuracy {chance.mean():.1f} % on average "
+          f"(range {chance.min():.1f}-{chance.max():.1f})")
+
+
+def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:
+    """Time each task once on fresh random embeddings: where the wall time goes."""
+    rng = np.random.default_rng(seed + 1)
+    features = {c: np.maximum(rng.standard_normal((len(t), EMBED_DIM), dtype=np.float32), 0)
+                for c, t in cohorts.items()}
+    rows = []
+    for task in TASKS.values():
+        start = time.perf_counter()
+        result = evaluate_tasks({("simclr", 0): features}, cohorts, [task], seed=seed).iloc[0]
+        rows.append({"task": task.id, "n": result["n"], "folds x repeats": f"{result['n_splits']}x{result['n_repeats']}",
+                     "seconds": round(time.perf_counter() - start, 1)})
+    return pd.DataFrame(rows).set_index("task")
+
+
+if __name__ == "__main__":
+    main()
