@@ -18,30 +18,31 @@ from anatcl_core.checkpoints import load_checkpoint, load_released
 from anatcl_core.data.augment import center_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel
-from anatcl_core.pretrain import resolve_device, training_crop
+from anatcl_core.pretrain import resolve_device, training_crop, use_bf16
 
 
 @torch.inference_mode()
 def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
-                  amp: bool = True, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
+                  amp: bool | None = None, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
                   progress: bool = True) -> np.ndarray:
     """volumes: [N, X, Y, Z] (array or memmap) -> [N, 512] float32 encoder features (head dropped).
 
     Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
-    then encoded in batches under bf16 autocast when `amp` (cosine >= 0.9999 to fp32; see benchmarks/).
+    then encoded in batches, under bf16 autocast when `use_bf16(device, amp)` (see benchmarks/RESULTS.md).
     """
     dev = resolve_device(device)
     model = model.to(dev).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     crop = crop or training_crop(tuple(volumes.shape[1:]))
+    bf16 = use_bf16(dev, amp)
     features = np.empty((len(volumes), model.embed_dim), dtype=np.float32)
     for start in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
         block = np.asarray(volumes[start:start + batch_size], dtype=np.float32)
         x = center_crop(torch.from_numpy(block).unsqueeze(1).to(dev), crop)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.embed(x)
         features[start:start + len(block)] = out.float().cpu().numpy()
     return features
@@ -80,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output .npy, [N, 512] float32 in participants.tsv order")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: only where the hardware has native bf16)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ class PretrainConfig:
     n_folds: int = 5
     seed: int = 0
     max_steps_per_epoch: int = 0    # 0: all batches; >0 caps an epoch (small CPU runs)
-    amp: bool = True                # bf16 autocast
+    amp: bool | None = None         # bf16 autocast; None: where the hardware has native bf16 (see use_bf16)
     channels_last: bool = True
     compile: bool = False
     gpu_resident: bool = False      # hold the training volumes on the GPU in fp16
@@ -214,6 +214,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(device: torch.device, amp: bool | None = None) -> bool:
+    """Whether to run the model under bf16 autocast. `amp=None` decides from the hardware.
+
+    bf16 pays off only with native bf16 units (recent GPUs; CPUs with AVX512-BF16 or AMX). On an AVX2-only CPU
+    it is emulated, and a 3D ResNet step measured 10x slower than fp32 here (benchmarks/RESULTS.md).
+    """
+    if amp is not None:
+        return amp
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
 def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """The released weights saw 121 x 128 x 121 crops of the 121 x 145 x 121 grid; keep that ratio on any grid."""
     return (shape[0], round(shape[1] * 128 / 145), shape[2])
@@ -273,6 +288,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     data = TrainingSet(cohort, rows, normaliser, device, cfg.gpu_resident and device.type == "cuda")
     age_stats = (float(data.age.mean()), float(data.age.std()))
     crop = training_crop(cohort.shape)
+    bf16 = use_bf16(device, cfg.amp)
 
     torch.manual_seed(cfg.seed)                  # same initial weights on every rank
     model = AnatCLModel(cfg.arch, cfg.feat_dim)
@@ -335,7 +351,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                     views = views.contiguous(memory_format=torch.channels_last_3d)
                 pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
                 age, desc = data.age[pos].to(device), data.descriptors[pos].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     output = step_fn(views)
                 loss, terms = compute_loss(cfg, output, len(pos), age, desc, age_stats)
                 optimizer.zero_grad(set_to_none=True)
@@ -401,7 +417,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING
-        if f.type in ("bool", bool):
+        if f.type in ("bool", "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
