@@ -1,0 +1,85 @@
+"""The book's sources: stripped notebooks with parameters, a consistent table of contents and parameter files,
+a build that names the failing chapter and cell, and the "Reproduce at scale" batch run as written."""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from anatcl_core.book import ChapterFailed, chapter_order, execute_chapter, load_params
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))
+
+
+def test_there_is_a_chapter_for_every_experiment():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == ["01_data", "02_features", "03_objectives", "04_pretraining", "05_brain_age_sex",
+                     "06_alzheimers", "07_schizophrenia_autism", "08_clinical_scores", "09_summary"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_committed_without_outputs_and_have_parameters(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert not [c for c in code if c.get("outputs") or c.get("execution_count")], f"{path.name} carries outputs"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
+    source = "".join(tagged[0]["source"])
+    for name in ("data_source", "data_root", "output_dir", "resolution", "n_subjects", "seed"):
+        assert re.search(rf"^{name} = ", source, re.M), f"{path.name}: parameter {name} missing"
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+
+
+def test_toc_lists_every_chapter_and_params_name_real_chapters():
+    order = chapter_order(REPO / "_toc.yml")
+    assert order[0] == "book/intro"
+    for entry in order:
+        assert (REPO / f"{entry}.ipynb").exists() or (REPO / f"{entry}.md").exists(), entry
+    assert {f"book/{p.stem}" for p in NOTEBOOKS} <= set(order)
+    for params_file in (REPO / "book" / "params").glob("*.yaml"):
+        params = load_params(params_file)
+        for chapter, overrides in params.get("chapters", {}).items():
+            nb = nbformat.read(REPO / "book" / f"{chapter}.ipynb", as_version=4)
+            source = "".join(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+            for name in overrides:
+                assert re.search(rf"^{name} = ", source, re.M), f"{params_file.name}: {chapter} has no {name}"
+
+
+def test_bad_params_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_params(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("common: [1, 2]\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*'common' mapping"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_a_failing_cell_names_the_chapter_and_the_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("y = x + 1"),
+        nbformat.v4.new_code_cell("raise ValueError('the synthetic cohort is missing')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "07_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(ChapterFailed, match=r"07_broken\.ipynb: cell \d+ raised ValueError: the synthetic cohort"):
+        execute_chapter(path, {"x": 2}, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_reproduce_at_scale_batch_runs_as_written(tmp_path):
+    page = (REPO / "book" / "reproduce.md").read_text()
+    block = re.search(r"## A batch from the command line.*?```bash\n(.*?)```", page, re.S).group(1)
+    env = {**os.environ, "OUT": str(tmp_path / "batch")}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env, check=True)
+    for method in ("simclr", "anatcl-local"):
+        assert (tmp_path / "batch" / "runs" / f"{method}-fold0" / "checkpoint.pth").exists()
+    table = (tmp_path / "batch" / "tables" / "table2.csv").read_text()
+    assert "openbhb/age" in table and "anatcl-local" in table
+    executed = nbformat.read(tmp_path / "batch" / "05_brain_age_sex.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")

@@ -1,0 +1,46 @@
+"""The rendered book in headless Chromium (run by .ci/run after `make book`; needs Debian's chromium).
+
+Deselected from `make test` (marker `rendered`): it checks the HTML that the book build produced.
+"""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.rendered
+
+HTML = Path(os.environ.get("ANATCL_BOOK_HTML", Path(__file__).resolve().parent.parent / "_build" / "html"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium(tmp_path, *args):
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is required (apt-get install chromium); .ci/run installs it")
+    result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                            capture_output=True, text=True, timeout=120)
+    return result.stdout
+
+
+@pytest.mark.parametrize("page, must_contain", [
+    ("book/intro.html", ["AnatCL, reproduced", "Barbano"]),
+    ("book/05_brain_age_sex.html", ["Brain age and sex", "Our table beside the paper", "openbhb/age"]),
+])
+def test_pages_render_with_content_and_no_errors(tmp_path, page, must_contain):
+    path = HTML / page
+    assert path.exists(), f"{path} missing: run `make book` first"
+    dom = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", path.as_uri())
+    for text in must_contain:
+        assert text in dom, f"{page}: rendered DOM lacks {text!r}"
+    assert "Traceback (most recent call last)" not in dom
+    assert 'class="output stderr"' not in dom and "ename" not in dom
+    if page != "book/intro.html":
+        assert dom.count("<img") >= 1, f"{page}: no figure rendered"
+    shots = HTML.parent / "screenshots"
+    shots.mkdir(exist_ok=True)
+    shot = shots / (Path(page).stem + ".png")
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri())
+    assert shot.exists() and shot.stat().st_size > 10_000
