@@ -3,7 +3,7 @@
     log factor [N, 2, 68] = age + sex + individual + diagnosis      (measure axis: thickness, area)
 
 age         lifespan curve of the measure x the region's age sensitivity
-sex         males: ~1 % thinner, ~9 % more area (everywhere)
+sex         males: 0-2.5 % thinner (frontal/parietal most), 11 % more area (everywhere)
 individual  shared spatial factors + head size (area) + independent regional noise
 diagnosis   severity x effect_scale x Cohen's d map of the diagnosis x the model's within-group SD;
             severity ~ Gamma(mean 1, SD 0.5) per patient, because patients differ in how affected they are
@@ -62,9 +62,8 @@ def age_term(model: AnatomyModel, age: np.ndarray) -> np.ndarray:
 
 def sex_term(model: AnatomyModel, male: np.ndarray) -> np.ndarray:
     """male [N] bool -> [N, 2, 68] log factors."""
-    shift = np.array([model.male_thickness, model.male_area])
-    return np.broadcast_to(np.asarray(male, dtype=np.float64)[:, None, None] * shift[None, :, None],
-                           (len(male), 2, model.n_regions)).copy()
+    shift = np.stack([model.male_thickness, np.full(model.n_regions, model.male_area)])      # [2, 68]
+    return np.asarray(male, dtype=np.float64)[:, None, None] * shift[None]
 
 
 def individual_term(model: AnatomyModel, n: int, rng: np.random.Generator) -> np.ndarray:

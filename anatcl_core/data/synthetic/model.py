@@ -42,6 +42,12 @@ LOBE_AGE_SENSITIVITY: dict[str, float] = {
     "frontal": 1.2, "parietal": 1.1, "temporal": 1.0, "occipital": 0.7, "cingulate": 0.8, "insula": 1.1,
 }
 
+#: Log thickness difference of males by lobe: after scaling for brain size, women's cortex is
+#: slightly thicker, most in frontal and parietal association cortex.
+MALE_THICKNESS_BY_LOBE: dict[str, float] = {
+    "frontal": -0.025, "parietal": -0.025, "temporal": -0.005, "occipital": 0.0, "cingulate": -0.01, "insula": -0.005,
+}
+
 FACTOR_NAMES: tuple[str, ...] = ("global", "anterior_posterior", "superior_inferior", "left_right")
 
 
@@ -75,12 +81,13 @@ class AnatomyModel:
     age_sensitivity [68]: multiplies the thickness lifespan curve (area uses 1 + half the excess).
     loadings [K, 68]: shared-factor loadings; factor_sd_thickness / factor_sd_area [K] their sizes.
     region_sd_thickness / region_sd_area: independent regional noise; head_size_sd: global area factor.
-    male_thickness / male_area: log difference of males (thinner by ~1 %, ~9 % more area).
+    male_thickness [68] / male_area: log difference of males (0 to 2.5 % thinner by lobe, 11 % more area).
     """
     base_thickness: np.ndarray
     base_area: np.ndarray
     age_sensitivity: np.ndarray
     loadings: np.ndarray
+    male_thickness: np.ndarray
     thickness_curve: LifespanCurve = THICKNESS_CURVE
     area_curve: LifespanCurve = AREA_CURVE
     factor_sd_thickness: np.ndarray = field(default_factory=lambda: np.array([0.04, 0.015, 0.012, 0.008]))
@@ -88,8 +95,7 @@ class AnatomyModel:
     region_sd_thickness: float = 0.035
     region_sd_area: float = 0.06
     head_size_sd: float = 0.06
-    male_thickness: float = -0.01
-    male_area: float = 0.09
+    male_area: float = 0.11
 
     @property
     def n_regions(self) -> int:
@@ -112,5 +118,6 @@ def default_anatomy_model() -> AnatomyModel:
     """The model used by the synthetic cohorts: baselines from the ENIGMA controls, loadings from the atlas."""
     thickness, area = control_means()
     sensitivity = np.array([LOBE_AGE_SENSITIVITY[lobe_of(r)] for r in REGIONS])
+    male_thickness = np.array([MALE_THICKNESS_BY_LOBE[lobe_of(r)] for r in REGIONS])
     return AnatomyModel(base_thickness=thickness, base_area=area, age_sensitivity=sensitivity,
-                        loadings=factor_loadings(atlas_centroids_mm()))
+                        loadings=factor_loadings(atlas_centroids_mm()), male_thickness=male_thickness)
