@@ -148,3 +148,21 @@ def test_subject_images_do_not_depend_on_order():
     for subject in range(5):
         render_subject(tables, subject)
     assert np.array_equal(late_first, render_subject(tables, 5))
+
+
+def test_templates_keep_every_region_and_blend_rows_sum_to_one():
+    templates = load_templates(3.0)
+    counts = np.bincount(templates.region_map.ravel(), minlength=len(REGIONS) + 1)[1:]
+    assert (counts > 0).all()
+    assert np.allclose(np.asarray(templates.blend.sum(axis=1)).ravel(), 1.0, atol=1e-5)
+    assert templates.gm.min() >= 0 and templates.gm.max() <= 1
+
+
+def test_enigma_tables_in_region_order():
+    from anatcl_core.data.enigma import ENIGMA_REGIONS, load_example_subjects
+    assert ENIGMA_REGIONS[0] == "L_bankssts" and ENIGMA_REGIONS[34] == "R_bankssts"
+    subjects = load_example_subjects()
+    assert subjects.thickness.shape == (20, 68) and subjects.area.shape == (20, 68)
+    assert list(subjects.thickness.columns) == list(REGIONS)
+    assert 1.5 < subjects.thickness.to_numpy().mean() < 3.5
+    assert cohens_d("schizophrenia", "thickness").shape == (68,)
