@@ -56,8 +56,11 @@ def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=MET
 
 
 def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[TaskSpec | str],
-                     methods=METHODS, fold: int = 0, seed: int = 0, n_splits: int = 5) -> pd.DataFrame:
-    """Linear probes of every method's frozen features on `tasks` -> tidy results (see probe.evaluate_tasks)."""
+                     methods=METHODS, fold: int = 0, seed: int = 0, n_splits: int = 5, **probe_options) -> pd.DataFrame:
+    """Linear probes of every method's frozen features on `tasks` -> tidy results (see probe.evaluate_tasks).
+
+    probe_options go to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
+    """
     embeddings = method_embeddings(data_root, output_dir, methods, fold)
     participants = {n: c.participants for n, c in open_cohorts(data_root).items()}
-    return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed)
+    return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
