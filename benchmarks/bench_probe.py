@@ -43,13 +43,17 @@ def write_random_embeddings(cache: Path, sizes: dict[str, int], methods: list[st
 
 
 def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str, pd.DataFrame],
-                         seed: int) -> tuple[pd.DataFrame, float, float]:
-    """Load one checkpoint's cached embeddings and run all tasks: (results, load seconds, probe seconds)."""
+                         seed: int) -> tuple[pd.DataFrame, float, float, float]:
+    """Load one checkpoint's cached embeddings and run all tasks.
+
+    Returns (results, load seconds, probe wall seconds, probe CPU seconds of this process); CPU time
+    is what the machine's other users cannot inflate.
+    """
     start = time.perf_counter()
     features = {c: np.load(cache / f"{method}-f{fold}" / f"{c}.npy") for c in cohorts}
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.process_time()
     results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed)
-    return results, loaded - start, time.perf_counter() - loaded
+    return results, loaded - start, time.perf_counter() - loaded, time.process_time() - cpu
 
 
 def main() -> None:
@@ -71,17 +75,18 @@ def main() -> None:
                                              for m, f in jobs)
         wall = time.perf_counter() - start
 
-    results = pd.concat([r for r, _, _ in runs], ignore_index=True)
-    per_checkpoint = np.array([probe for _, _, probe in runs])
-    per_task = _seconds_per_task(cohorts, args.seed) if args.workers >= 1 else None
+    results = pd.concat([run[0] for run in runs], ignore_index=True)
+    load, per_checkpoint, cpu = (np.array([run[i] for run in runs]) for i in (1, 2, 3))
+    per_task = _seconds_per_task(cohorts, args.seed)
     if args.results:
         results.to_csv(args.results, index=False)
     print(f"date: {dt.date.today()}  machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.processor() or platform.platform()}, load average {os.getloadavg()[0]:.1f}")
     print(f"{len(jobs)} checkpoints x {len(TASKS)} tasks = {len(results)} result rows "
           f"({(~results['evaluable']).sum()} not evaluable), {args.workers} worker(s)")
-    print(f"wall time: {wall:.0f} s; per checkpoint (22 tasks): median {np.median(per_checkpoint):.1f} s, "
-          f"max {per_checkpoint.max():.1f} s; embedding load median {np.median([l for _, l, _ in runs]):.2f} s")
+    print(f"wall time: {wall:.0f} s; per checkpoint (22 tasks): wall median {np.median(per_checkpoint):.1f} s, "
+          f"max {per_checkpoint.max():.1f} s; CPU median {np.median(cpu):.1f} s, total {cpu.sum():.0f} s; "
+          f"embedding load median {np.median(load):.2f} s")
     print("\nseconds per task, one checkpoint, one process:")
     print(per_task.to_string())
     chance = results.query("evaluable and metric == 'balanced_accuracy' and evaluation == 'cv'")["score"]
@@ -96,10 +101,11 @@ def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int) -> pd.DataFra
                 for c, t in cohorts.items()}
     rows = []
     for task in TASKS.values():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = evaluate_tasks({("simclr", 0): features}, cohorts, [task], seed=seed).iloc[0]
-        rows.append({"task": task.id, "n": result["n"], "folds x repeats": f"{result['n_splits']}x{result['n_repeats']}",
-                     "seconds": round(time.perf_counter() - start, 1)})
+        rows.append({"task": task.id, "n": result["n"],
+                     "folds x repeats": f"{result['n_splits']}x{result['n_repeats']}",
+                     "wall s": round(time.perf_counter() - start, 1), "CPU s": round(time.process_time() - cpu, 1)})
     return pd.DataFrame(rows).set_index("task")
 
 
