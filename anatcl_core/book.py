@@ -54,6 +54,19 @@ def execute_chapter(notebook: Path, parameters: dict, cwd: Path) -> None:
     except papermill.PapermillExecutionError as err:
         raise ChapterFailed(f"chapter {notebook.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}"
                             ) from None
+    collapse_parameters(notebook)
+
+
+def collapse_parameters(notebook: Path) -> None:
+    """Tag the default and the injected parameter cells `hide-input`: the page shows them behind a toggle."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, notebook)
 
 
 def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:

@@ -58,6 +58,20 @@ def test_bad_params_file_is_a_clear_error(tmp_path):
         load_params(tmp_path / "bad.yaml")
 
 
+def test_executed_chapter_gets_its_parameters_injected_and_collapsed(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print(x * 10)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "01_ok.ipynb"
+    nbformat.write(nb, path)
+    execute_chapter(path, {"x": 4}, cwd=tmp_path)
+    executed = nbformat.read(path, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "x = 4" in injected[0].source
+    assert all("hide-input" in c.metadata["tags"] for c in executed.cells[:2])
+    assert executed.cells[-1].outputs[0]["text"].strip() == "40"
+
+
 def test_a_failing_cell_names_the_chapter_and_the_cell(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
