@@ -24,7 +24,7 @@ book: venv
 	$(BIN)/anatcl book --params $(PARAMS)
 
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf _build
