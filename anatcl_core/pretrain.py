@@ -218,7 +218,7 @@ def use_bf16(device: torch.device, amp: bool | None = None) -> bool:
     """Whether to run the model under bf16 autocast. `amp=None` decides from the hardware.
 
     bf16 pays off only with native bf16 units (recent GPUs; CPUs with AVX512-BF16 or AMX). On an AVX2-only CPU
-    it is emulated, and a 3D ResNet step measured 10x slower than fp32 here (benchmarks/RESULTS.md).
+    it is emulated, and a 3D ResNet step measured 14-52x slower than fp32 here (benchmarks/RESULTS.md).
     """
     if amp is not None:
         return amp
