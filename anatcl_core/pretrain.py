@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,6 @@ class PretrainConfig:
     tensorboard: bool = False
     progress: bool = True
     resume: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -413,8 +412,6 @@ def _tensorboard(out: Path):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per PretrainConfig field (--batch-size, --no-amp, ...), defaults from the dataclass."""
     for f in dataclasses.fields(PretrainConfig):
-        if f.name == "extra":
-            continue
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING
         if f.type in ("bool", "bool | None"):
@@ -426,7 +423,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"extra"}
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     if distributed:
