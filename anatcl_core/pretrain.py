@@ -106,8 +106,8 @@ class TrainingSet:
         self.resident = None
         if gpu_resident:
             # fp16 halves the footprint; OpenBHB at 1.5 mm is about 27 GB this way
-            self.resident = torch.from_numpy(np.asarray(cohort.volumes[np.sort(self.rows)])).to(device, torch.float16)
-            self._resident_pos = {r: i for i, r in enumerate(np.sort(self.rows))}
+            self._sorted_rows = np.sort(self.rows)
+            self.resident = torch.from_numpy(np.asarray(cohort.volumes[self._sorted_rows])).to(device, torch.float16)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -115,7 +115,7 @@ class TrainingSet:
     def volumes(self, positions: np.ndarray) -> torch.Tensor:
         """positions into self.rows -> [b, 1, X, Y, Z] float32 (on the GPU when resident, else CPU)."""
         if self.resident is not None:
-            index = torch.as_tensor([self._resident_pos[r] for r in self.rows[positions]], device=self.resident.device)
+            index = torch.as_tensor(np.searchsorted(self._sorted_rows, self.rows[positions]), device=self.resident.device)
             return self.resident[index].float().unsqueeze(1)
         rows = self.rows[positions]
         order = np.argsort(rows)                      # sequential reads from the memmap, then restore order

@@ -154,3 +154,12 @@ def test_sigterm_checkpoints_mid_epoch_and_the_run_resumes(tiny_cohort, tmp_path
     assert 1 <= saved["epoch"] < 50
     subprocess.run(cmd(saved["epoch"] + 1, "--resume"), check=True)
     assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == saved["epoch"] + 1
+
+
+def test_device_resident_volumes_match_the_memmap_reads(tiny_cohort):
+    from anatcl_core.pretrain import TrainingSet
+    rows = np.array([7, 2, 19, 4, 11])
+    resident = TrainingSet(tiny_cohort, rows, None, torch.device("cpu"), gpu_resident=True)
+    mapped = TrainingSet(tiny_cohort, rows, None, torch.device("cpu"), gpu_resident=False)
+    positions = np.array([2, 0, 4, 1])
+    assert torch.equal(resident.volumes(positions), mapped.volumes(positions).half().float())
