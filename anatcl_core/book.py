@@ -8,9 +8,11 @@ execution off. A failing cell stops the build and names the chapter and the cell
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -84,21 +86,37 @@ def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
     for key in PATH_PARAMS:   # chapters run inside the build folder: hand them absolute paths
         if key in common:
             common[key] = str(Path(common[key]).expanduser().resolve())
-    prepare_data(common)
+    timings = build_dir / "timings.csv"
+    timings.write_text("step,seconds\n")
+    with _timed(timings, "synthetic data"):
+        prepare_data(common)
     for entry in chapter_order(source / "_toc.yml"):
         notebook = source / f"{entry}.ipynb"
         if notebook.exists():
             chapter_params = {**common, **params.get("chapters", {}).get(Path(entry).name, {})}
             print(f"[anatcl book] executing {entry} with {chapter_params}", flush=True)
-            execute_chapter(notebook, chapter_params, cwd=notebook.parent)
+            with _timed(timings, entry):
+                execute_chapter(notebook, chapter_params, cwd=notebook.parent)
     render = build_dir / "render"
-    subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
-                    "--path-output", str(render), "--keep-going"], check=True)
+    with _timed(timings, "jupyter-book build"):
+        subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
+                        "--path-output", str(render), "--keep-going"], check=True)
     html = build_dir / "html"
     if html.exists():
         shutil.rmtree(html)
     shutil.move(render / "_build" / "html", html)
     return html
+
+
+@contextlib.contextmanager
+def _timed(log: Path, step: str):
+    """Append `step,seconds` to the build's timings CSV (also printed), so slow chapters are visible."""
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    print(f"[anatcl book] {step}: {seconds:.0f} s", flush=True)
+    with log.open("a") as f:
+        f.write(f"{step},{seconds:.1f}\n")
 
 
 def prepare_data(common: dict) -> None:

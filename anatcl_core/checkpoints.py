@@ -11,13 +11,13 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from anatcl_core.atomic import write_atomic
 from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
 
 #: Released AnatCL weights (ResNet-18, 5 folds per descriptor), as listed by the authors' `anatcl` 0.0.3 package.
@@ -134,22 +134,10 @@ def save_checkpoint(path: str | os.PathLike, model: AnatCLModel, **extra: Any) -
     A process killed mid-write leaves the previous file at `path` intact. `extra` must hold only tensors and
     plain containers so the file loads with weights_only=True.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)          # unwrap DistributedDataParallel
     model = getattr(model, "_orig_mod", model)       # unwrap torch.compile
     payload = {"model": model.state_dict(), "arch": model.arch, "feat_dim": model.feat_dim, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def file_digest(path: str | os.PathLike, length: int = 16) -> str:

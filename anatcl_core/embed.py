@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from anatcl_core.atomic import write_atomic
 from anatcl_core.checkpoints import load_checkpoint, load_released
 from anatcl_core.data.augment import center_crop
 from anatcl_core.data.cohort import Cohort
@@ -59,17 +59,7 @@ def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | 
 
 def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
     """np.save to a temporary file beside `path`, then rename: a killed run never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, features)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: np.save(f, features))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

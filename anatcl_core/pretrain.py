@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from anatcl_core.anatomy import RangeNormaliser, rbf_kernel, select_measures
+from anatcl_core.atomic import write_atomic
 from anatcl_core.checkpoints import save_checkpoint
 from anatcl_core.data import augment
 from anatcl_core.data.cohort import Cohort
@@ -309,7 +310,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     elif cfg.resume:
         log.info("--resume given but %s does not exist: starting a new run", ckpt_path)
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_atomic(out / "config.json", lambda f: f.write(json.dumps(cfg.to_dict(), indent=2).encode()))
 
     if world > 1:
         if device.type == "cuda":

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from anatcl_core.atomic import write_atomic
 from anatcl_core.tasks import METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
 log = logging.getLogger(__name__)
@@ -459,19 +459,6 @@ def _fingerprint(cohort: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class EmbeddingCache:
     """Embeddings of cohorts by checkpoints, cached as `<root>/<checkpoint sha256 prefix>/<cohort>.npy`.
@@ -506,8 +493,8 @@ class EmbeddingCache:
             if model is None:
                 model = self._load(Path(checkpoint))
             features = np.asarray(self._embed(model, cohort))
-            _save_atomic(path, lambda f: np.save(f, features))
-            _save_atomic(source, lambda f: f.write(fingerprint.encode()))
+            write_atomic(path, lambda f: np.save(f, features))
+            write_atomic(source, lambda f: f.write(fingerprint.encode()))
             out[name] = features
         return out
 
@@ -575,7 +562,7 @@ def run(args: Any) -> int:
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
                              n_splits=args.n_splits, seed=args.seed)
-    _save_atomic(args.out, lambda f: results.to_csv(f, index=False))
+    write_atomic(args.out, lambda f: results.to_csv(f, index=False))
     shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {args.out}")

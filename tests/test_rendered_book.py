@@ -44,3 +44,14 @@ def test_pages_render_with_content_and_no_errors(tmp_path, page, must_contain):
     shot = shots / (Path(page).stem + ".png")
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri())
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_the_build_recorded_how_long_each_chapter_took():
+    import pandas as pd
+
+    from anatcl_core.book import REPO, chapter_order
+
+    timings = pd.read_csv(HTML.parent / "timings.csv")
+    chapters = [e for e in chapter_order(REPO / "_toc.yml") if (REPO / f"{e}.ipynb").exists()]
+    assert list(timings["step"]) == ["synthetic data", *chapters, "jupyter-book build"]
+    assert (timings["seconds"] >= 0).all() and timings["seconds"].sum() > 0

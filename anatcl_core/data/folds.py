@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from anatcl_core.atomic import write_atomic
 AGE_BINS = (0, 12, 18, 25, 35, 50, 65, 80, 200)   # years; lifespan strata for stratification
 
 
@@ -46,11 +46,7 @@ def load_or_make_folds(cohort_path: str | os.PathLike, participants: pd.DataFram
                              "delete the file to make new folds")
         return folds
     folds = make_folds(participants, n_folds, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".folds.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        folds.to_csv(f, sep="\t", index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: folds.to_csv(f, sep="\t", index=False))
     return folds
 
 

@@ -1,0 +1,31 @@
+"""Atomic file writes: readers, and runs killed mid-write, never see half a file.
+
+The data goes to a hidden temporary file in the target's folder (same filesystem, so the final rename is
+atomic), is flushed to disk, then renamed over the target; on any error the temporary file is removed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call `write(f)` on a binary file that becomes `path` only once `write` has returned.
+
+    The previous content of `path`, if any, stays intact when `write` raises or the process dies.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
