@@ -1,0 +1,143 @@
+"""Probe results beside the paper's: the score figure and the best-method summary of chapters 5-8.
+
+    results = evaluate_methods(data_root, output_dir, tasks_for(2), methods)   # probe.RESULT_COLUMNS frame
+    fig = plot_scores(results, tasks_for(2), 2)        # one panel per task: this run (dots) and the paper (crosses)
+    best = best_methods(results, tasks_for(2), 2)      # one row per task: best method here and in the paper
+    print(best_methods_markdown(best))
+
+Scores are balanced accuracy in % (higher is better) or mean absolute error in the target's unit (lower is
+better). Our value for a (method, task) is `probe.summarise`'s: the run's mean and SD over cross-validation
+folds (over checkpoints when there are several pretraining folds), on OpenBHB's internal test split;
+methods carry the paper's labels (`probe.METHOD_LABELS`) and are drawn in that dict's order.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from anatcl_core.probe import METHOD_LABELS, summarise
+from anatcl_core.tasks import TaskSpec, paper_results, select_tasks
+
+#: Columns of an `evaluate_tasks` frame (probe.RESULT_COLUMNS) that this module reads.
+NEEDED_COLUMNS = ("method", "task", "metric", "evaluation", "score", "std", "evaluable")
+
+#: Columns of `best_methods`' frame.
+BEST_COLUMNS = ("task", "metric", "best_here", "score_here", "best_paper", "score_paper", "spread", "typical_sd",
+                "note")
+
+
+def _specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
+    return [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in tasks]
+
+
+def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """This run's score per (method, task) with the paper's method labels, scored rows only.
+
+    Columns as `probe.summarise`: method (paper label, or our id when the paper has none), task, metric,
+    mean and std (% or the target's unit), runs, spread. Raises ValueError naming any column of
+    NEEDED_COLUMNS that `results` lacks.
+    """
+    missing = [c for c in NEEDED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack column(s) {missing}; expected a probe.evaluate_tasks frame with "
+                         f"columns {list(NEEDED_COLUMNS)}")
+    summary = summarise(results, openbhb_split)
+    summary["method"] = summary["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    # An evaluable task whose every test fold was skipped (one class only) has no mean: nothing to rank.
+    return summary.dropna(subset=["mean"])
+
+
+def _paper(table: int) -> pd.DataFrame:
+    """The paper's cells of Table `table`: columns table, method (paper label), task, metric, mean, std."""
+    return paper_results().query("table == @table")
+
+
+def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: int, *,
+                openbhb_split: str = "internal_test") -> Figure:
+    """One panel per task: this run's mean ± one SD (dots, error bars) and the paper's mean (crosses).
+
+    results: a probe.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
+    paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order (methods the paper
+    lacks are not drawn); y: the task's metric, balanced accuracy in % or MAE in the target's unit.
+    """
+    specs = _specs(tasks)
+    if not specs:
+        raise ValueError("plot_scores: no tasks to plot")
+    ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
+    order = list(METHOD_LABELS.values())
+    x = np.arange(len(order))
+    fig, axes = plt.subplots(1, len(specs), figsize=(2.6 * len(specs), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], specs):
+        mine = ours[ours["task"] == task.id].set_index("method").reindex(order)
+        paper = theirs[theirs["task"] == task.id].set_index("method").reindex(order)
+        ax.errorbar(x, mine["mean"], yerr=mine["std"], fmt="o", color="C0", label="this run")
+        ax.plot(x, paper["mean"], "x", color="C3", markersize=8, label="paper")
+        ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
+        ax.set_title(task.id.split("/")[1], fontsize=9)
+        ax.set_ylabel(task.metric)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _best(frame: pd.DataFrame, kind: str) -> pd.Series | None:
+    """The row of `frame` with the best `mean` (lowest MAE, highest balanced accuracy), None if none is scored."""
+    scored = frame.dropna(subset=["mean"])
+    if scored.empty:
+        return None
+    return scored.loc[scored["mean"].idxmin() if kind == "regression" else scored["mean"].idxmax()]
+
+
+def _why_not_scored(results: pd.DataFrame, task_id: str) -> str:
+    """'not evaluable in this run', with the probes' reasons (e.g. a class too small) when they gave any."""
+    notes = results.loc[(results["task"] == task_id) & ~results["evaluable"].astype(bool), "note"]
+    reasons = [str(n).removeprefix("not evaluable: ") for n in notes.dropna().unique() if str(n)]
+    return "not evaluable in this run" + (f": {'; '.join(reasons)}" if reasons else "")
+
+
+def _task_row(task: TaskSpec, mine: pd.DataFrame, paper: pd.DataFrame, results: pd.DataFrame) -> dict:
+    here, there = _best(mine, task.kind), _best(paper, task.kind)
+    row = {"task": task.id, "metric": task.metric,
+           "best_paper": np.nan if there is None else there["method"],
+           "score_paper": np.nan if there is None else there["mean"]}
+    if here is None:
+        return {**row, "best_here": np.nan, "score_here": np.nan, "spread": np.nan, "typical_sd": np.nan,
+                "note": _why_not_scored(results, task.id)}
+    # Spread and typical SD side by side say whether the ranking means anything: a spread below one SD does not.
+    return {**row, "best_here": here["method"], "score_here": here["mean"],
+            "spread": mine["mean"].max() - mine["mean"].min(), "typical_sd": mine["std"].median(), "note": ""}
+
+
+def best_methods(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: int, *,
+                 openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """Per task, the best method of this run and of the paper's Table `table`, and how far apart methods are.
+
+    One row per task, in the order of `tasks`; columns (BEST_COLUMNS): task, metric ("balanced_accuracy"
+    in %, "mae" in the target's unit), best_here and score_here (this run's best method label and its
+    score), best_paper and score_paper (the same in the paper), spread (best minus worst of this run's
+    methods, absolute, same unit), typical_sd (median over methods of the SD over folds, same unit), note.
+    A task with no evaluable score here has NaN in best_here, score_here, spread and typical_sd and says why
+    in note; a task the paper does not report has NaN in best_paper and score_paper.
+    """
+    ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
+    rows = [_task_row(task, ours[ours["task"] == task.id], theirs[theirs["task"] == task.id], results)
+            for task in _specs(tasks)]
+    return pd.DataFrame(rows, columns=list(BEST_COLUMNS))
+
+
+def _markdown_line(row: pd.Series) -> str:
+    if pd.isna(row["score_here"]):
+        return f"- **{row['task']}**: not evaluable in this run."
+    paper = ("not in the paper" if pd.isna(row["score_paper"])
+             else f"best in the paper {row['best_paper']} ({row['score_paper']:.2f})")
+    return (f"- **{row['task']}**: best here {row['best_here']} ({row['score_here']:.2f}); {paper}; "
+            f"spread between our methods {row['spread']:.2f}, typical SD over folds {row['typical_sd']:.2f}.")
+
+
+def best_methods_markdown(frame: pd.DataFrame) -> str:
+    """A `best_methods` frame as a Markdown bullet list, one line per task, scores to 2 decimals."""
+    return "\n".join(_markdown_line(row) for _, row in frame.iterrows())
