@@ -31,3 +31,15 @@ def test_embed_command_line_writes_the_features(tiny_cohort, tmp_path):
     direct = embed_cohort(load_checkpoint(checkpoint), tiny_cohort, device="cpu", progress=False)
     np.testing.assert_allclose(saved, direct, rtol=1e-5, atol=1e-6)
     assert [p.name for p in out.parent.iterdir()] == ["tiny.npy"]
+
+
+def test_compiled_embedding_with_folded_batchnorm_matches_eager(tiny_cohort):
+    torch.manual_seed(1)
+    model = AnatCLModel()
+    x = torch.from_numpy(np.asarray(tiny_cohort.volumes[:8], dtype=np.float32)).unsqueeze(1)
+    with torch.no_grad():                  # non-trivial BatchNorm statistics, so folding them changes the weights
+        model.train()(center_crop(x, training_crop(tiny_cohort.shape)) * 3.0)
+    assert len(tiny_cohort) % 5 != 0       # the last batch is short and gets padded
+    eager = embed_cohort(model, tiny_cohort, batch_size=5, device="cpu", amp=False, progress=False)
+    compiled = embed_cohort(model, tiny_cohort, batch_size=5, device="cpu", amp=False, compile=True, progress=False)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
