@@ -5,11 +5,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anatcl_core import load_checkpoint
 from anatcl_core.data.folds import load_or_make_folds, make_folds, training_rows
@@ -96,6 +99,22 @@ def test_folds_are_by_subject_stratified_and_shared(tiny_cohort):
     assert set(folds["fold"].to_numpy()[rows]) == {0, 2}
     with pytest.raises(ValueError, match="unique"):
         make_folds(pd.concat([tiny_cohort.participants] * 2), 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(5, 60), n_sites=st.integers(1, 6), n_folds=st.integers(2, 5), seed=st.integers(0, 3))
+def test_folds_fill_every_fold_without_warnings_whatever_the_strata(n, n_sites, n_folds, seed):
+    rng = np.random.default_rng(seed)
+    participants = pd.DataFrame({"participant_id": [f"s{i}" for i in range(n)],
+                                 "site": rng.integers(0, n_sites, n).astype(str),
+                                 "age": rng.uniform(6, 90, n)})
+    if n < n_folds:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # sklearn warns when a stratum cannot fill every fold
+        folds = make_folds(participants, n_folds, seed)
+    assert sorted(folds["fold"].unique()) == list(range(n_folds))
+    assert folds["fold"].value_counts().max() - folds["fold"].value_counts().min() <= n_sites * 9
 
 
 def test_epoch_plan_shards_every_global_batch():

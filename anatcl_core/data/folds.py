@@ -9,16 +9,23 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from anatcl_core.atomic import write_atomic
+
 AGE_BINS = (0, 12, 18, 25, 35, 50, 65, 80, 200)   # years; lifespan strata for stratification
 
 
 def _strata(participants: pd.DataFrame, n_folds: int) -> np.ndarray:
-    """site x age-bin labels; strata smaller than n_folds fall back to age bin, then to one pool."""
+    """site x age-bin labels; strata smaller than n_folds fall back to age bin, then to one pool.
+
+    A pool that is itself smaller than n_folds joins the largest stratum, so every label fills every fold.
+    """
     age_bin = pd.cut(participants["age"], AGE_BINS, right=False, labels=False).astype(int).astype(str)
     strata = participants["site"].astype(str) + "|" + age_bin
     for fallback in (age_bin, pd.Series("all", index=participants.index)):
         counts = strata.map(strata.value_counts())
         strata = strata.where(counts >= n_folds, fallback)
+    counts = strata.value_counts()
+    if counts.min() < n_folds:
+        strata = strata.where(strata.map(counts) >= n_folds, counts.index[0])
     return strata.to_numpy()
 
 
