@@ -62,7 +62,9 @@ def test_table_gmv_agrees_with_image(openbhb):
     r = np.array([np.corrcoef(image_gmv[:, k], table_gmv[:, k])[0, 1] for k in range(len(REGIONS))])
     assert np.median(r) > 0.8, f"median r {np.median(r):.3f}"
     ratio = image_gmv / table_gmv            # the per-region proportionality constant
-    assert np.median(ratio.std(axis=0) / ratio.mean(axis=0)) < 0.1
+    # Expected spread: the table's measurement noise (thickness 5 %, area 1 %, GMV 4 %: 6.5 %), the site
+    # intensity scale (5 %) and subject jitter (2 %) give ~8.4 %, before the warp moves GM across borders.
+    assert np.median(ratio.std(axis=0) / ratio.mean(axis=0)) < 0.12
 
 
 def test_magnitudes_are_realistic(openbhb):
@@ -101,6 +103,31 @@ def test_age_is_learnable_and_anatomy_free_phenotype_is_not():
 
     assert balanced_accuracy("gait", 1) < 0.58            # anatomy-free: chance
     assert balanced_accuracy("aims_overall", 2) > 0.6     # anatomy-driven: above chance
+
+
+def test_ridge_ranks_the_measures_for_age_as_the_papers_table_6():
+    """Paper Table 6 (real OpenBHB): area and GMV predict age best (MAE 6.9-7.0), mean curvature next (7.8),
+    Gaussian curvature, intrinsic curvature and thickness worst (8.3-8.6)."""
+    tables = simulate_tables("openbhb", 1000, seed=5)
+    age = tables.participants["age"].to_numpy()
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+    mae = {}
+    for name in ("surface_area_mm^2", "gray_matter_volume_mm^3", "average_thickness_mm",
+                 "integrated_rectified_mean_curvature_mm^-1", "integrated_rectified_gaussian_curvature_mm^-2"):
+        x = np.log(tables.roi[:, CHANNELS.index(name)])
+        predicted = cross_val_predict(ridge, x, age, cv=KFold(5, shuffle=True, random_state=0))
+        mae[name.split("_")[0] if "curvature" not in name else name.split("_")[2]] = np.abs(predicted - age).mean()
+    best_two = sorted(mae, key=mae.get)[:2]
+    assert set(best_two) == {"surface", "gray"}, mae
+    assert mae["mean"] < mae["gaussian"] and mae["surface"] < mae["average"], mae
+
+
+def test_a_cohort_from_another_generator_version_is_refused(tmp_path):
+    write_synthetic_cohort(tmp_path, "oasis3", 6, voxel_size=3.0, seed=0, progress=False)
+    meta = tmp_path / "oasis3" / "meta.json"
+    meta.write_text(meta.read_text().replace('"generator_version": 2', '"generator_version": 1'))
+    with pytest.raises(ValueError, match=r"oasis3/meta.json: field 'provenance.generator_version' is 1"):
+        write_synthetic_cohort(tmp_path, "oasis3", 6, voxel_size=3.0, seed=0, progress=False)
 
 
 def test_schizophrenia_thickness_effects_follow_enigma():

@@ -9,6 +9,7 @@ The cohort key is the CRC-32 of the cohort name, so adding a cohort changes no o
 """
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from anatcl_core.data.synthetic.sites import SiteEffects, sample_site_effects
 from anatcl_core.data.synthetic.templates import load_templates
 
 GENERATOR = "anatcl_core.data.synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2           # 2: area, measurement noise and curvature calibrated to Table 6
 STREAMS = ("design", "sites", "anatomy", "measures", "phenotypes")
 
 
@@ -118,6 +119,16 @@ def provenance(tables: SyntheticTables, spec: CohortSpec, voxel_size: float) -> 
     }
 
 
+def _refuse_other_generator_version(path: Path) -> None:
+    """An existing cohort made by another version of this generator would silently mix two data models."""
+    meta_path = path / "meta.json"
+    made = json.loads(meta_path.read_text()).get("provenance", {}) if meta_path.exists() else {}
+    if made.get("generator") == GENERATOR and made.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(f"{meta_path}: field 'provenance.generator_version' is {made.get('generator_version')!r}; "
+                         f"this generator is version {GENERATOR_VERSION}. Delete {path} (and outputs made from it, "
+                         "e.g. pretraining runs) or choose another root, then generate again")
+
+
 def write_synthetic_cohort(root: str | Path, name: str, n_subjects: int, voxel_size: float = 3.0, seed: int = 0,
                            overwrite: bool = False, dtype: str = "float16", progress: bool = True) -> Path | None:
     """Generate cohort `name` into root/name (cohort layout); returns its path, or None if it existed.
@@ -127,6 +138,7 @@ def write_synthetic_cohort(root: str | Path, name: str, n_subjects: int, voxel_s
     """
     path = Path(root) / name
     if path.exists() and not overwrite:
+        _refuse_other_generator_version(path)
         return None
     spec = COHORTS[name]
     tables = simulate_tables(name, n_subjects, seed, spec)

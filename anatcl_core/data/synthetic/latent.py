@@ -19,6 +19,7 @@ import numpy as np
 from anatcl_core.data.synthetic.effects import diagnosis_d
 from anatcl_core.data.synthetic.model import AnatomyModel
 
+AREA_AGE_CONTRAST = 1.5  # area's lobe-to-lobe age contrast relative to thickness's
 SEVERITY_SHAPE = 4.0      # Gamma shape: mean 1, SD 1 / sqrt(4) = 0.5
 FOLDING_SHARED_SD = 0.04
 FOLDING_REGION_SD = 0.05
@@ -55,7 +56,8 @@ class LatentAnatomy:
 def age_term(model: AnatomyModel, age: np.ndarray) -> np.ndarray:
     """age [N] years -> [N, 2, 68] log factors from the lifespan curves."""
     thickness = model.thickness_curve(age)[:, None] * model.age_sensitivity[None, :]
-    area_sensitivity = 1.0 + 0.5 * (model.age_sensitivity - 1.0)
+    # Area ages with a stronger lobe contrast than thickness (calibrated to Table 6, see lifespan.AREA_CURVE).
+    area_sensitivity = 1.0 + AREA_AGE_CONTRAST * (model.age_sensitivity - 1.0)
     area = model.area_curve(age)[:, None] * area_sensitivity[None, :]
     return np.stack([thickness, area], axis=1)
 

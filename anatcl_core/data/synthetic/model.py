@@ -93,7 +93,7 @@ class AnatomyModel:
     factor_sd_thickness: np.ndarray = field(default_factory=lambda: np.array([0.04, 0.015, 0.012, 0.008]))
     factor_sd_area: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.025, 0.02, 0.012]))
     region_sd_thickness: float = 0.035
-    region_sd_area: float = 0.06
+    region_sd_area: float = 0.05
     head_size_sd: float = 0.06
     male_area: float = 0.11
 
