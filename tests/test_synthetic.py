@@ -122,6 +122,21 @@ def test_ridge_ranks_the_measures_for_age_as_the_papers_table_6():
     assert mae["mean"] < mae["gaussian"] and mae["surface"] < mae["average"], mae
 
 
+def test_images_carry_the_age_signal_of_the_tables():
+    """Grey matter summed inside each region of the rendered images predicts age nearly as well as the table."""
+    tables = simulate_tables("openbhb", 150, seed=7)
+    age = tables.participants["age"].to_numpy()
+    region_map = load_templates(3.0).region_map.ravel()
+    volumes = np.stack([render_subject(tables, s, 3.0).ravel() for s in range(len(age))])
+    image_regions = np.stack([volumes[:, region_map == k + 1].sum(axis=1) for k in range(len(REGIONS))], axis=1)
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+    cv = KFold(5, shuffle=True, random_state=0)
+    image_mae = np.abs(cross_val_predict(ridge, np.log(image_regions), age, cv=cv) - age).mean()
+    table_mae = np.abs(cross_val_predict(ridge, np.log(tables.roi[:, GMV]), age, cv=cv) - age).mean()
+    baseline = np.abs(age - np.median(age)).mean()
+    assert image_mae < 0.6 * baseline and image_mae < 1.25 * table_mae, (image_mae, table_mae, baseline)
+
+
 def test_a_cohort_from_another_generator_version_is_refused(tmp_path):
     write_synthetic_cohort(tmp_path, "oasis3", 6, voxel_size=3.0, seed=0, progress=False)
     meta = tmp_path / "oasis3" / "meta.json"
