@@ -3,6 +3,7 @@
 Deselected from `make test` (marker `rendered`): it checks the HTML that the book build produced.
 """
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_pages_render_with_content_and_no_errors(tmp_path, page, must_contain):
     for text in must_contain:
         assert text in dom, f"{page}: rendered DOM lacks {text!r}"
     assert "Traceback (most recent call last)" not in dom
+    assert not re.search(r"\{\{\s*\w+\s*\}\}", dom), f"{page}: an unfilled {{substitution}} is rendered"
     assert "output stderr" not in dom and "output traceback" not in dom   # MyST-NB's classes for errors
     if page != "book/intro.html":
         assert dom.count("<img") >= 1, f"{page}: no figure rendered"
