@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from anatcl_core.data.cohort import CohortWriter
+from anatcl_core.data.cohort import CohortError, CohortWriter
 from anatcl_core.data.synthetic.cohorts import COHORTS, CohortSpec, sample_participants, site_index
 from anatcl_core.data.synthetic.effects import DIAGNOSIS_PATTERNS, diagnosis_sources
 from anatcl_core.data.synthetic.latent import LatentAnatomy, sample_latent_anatomy
@@ -124,7 +124,7 @@ def _refuse_other_generator_version(path: Path) -> None:
     meta_path = path / "meta.json"
     made = json.loads(meta_path.read_text()).get("provenance", {}) if meta_path.exists() else {}
     if made.get("generator") == GENERATOR and made.get("generator_version") != GENERATOR_VERSION:
-        raise ValueError(f"{meta_path}: field 'provenance.generator_version' is {made.get('generator_version')!r}; "
+        raise CohortError(f"{meta_path}: field 'provenance.generator_version' is {made.get('generator_version')!r}; "
                          f"this generator is version {GENERATOR_VERSION}. Delete {path} (and outputs made from it, "
                          "e.g. pretraining runs) or choose another root, then generate again")
 
