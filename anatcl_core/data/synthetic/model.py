@@ -78,7 +78,7 @@ class AnatomyModel:
 
     base_thickness [68] mm, base_area [68] mm^2: the reference anatomy (log factors 0), i.e. a woman
     of 20 years without disease; taken from the real ENIGMA controls (adults, both sexes).
-    age_sensitivity [68]: multiplies the thickness lifespan curve (area uses 1 + half the excess).
+    age_sensitivity [68]: multiplies the thickness lifespan curve (area: latent.AREA_AGE_CONTRAST x the excess).
     loadings [K, 68]: shared-factor loadings; factor_sd_thickness / factor_sd_area [K] their sizes.
     region_sd_thickness / region_sd_area: independent regional noise; head_size_sd: global area factor.
     male_thickness [68] / male_area: log difference of males (0 to 2.5 % thinner by lobe, 11 % more area).
