@@ -58,8 +58,8 @@ def load_released(descriptor: str = "global", fold: int = 0, cache_dir: str | os
     return load_checkpoint(target, arch="resnet18", device=device)
 
 
-def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, int]:
-    """(arch, feat_dim) from state-dict keys: blocks per stage and the presence of bottleneck convs."""
+def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, int, int]:
+    """(arch, feat_dim, width) from state-dict keys: blocks per stage, bottleneck convs, the stem's channels."""
     depths = []
     for stage in range(1, 5):
         blocks = {int(m.group(1)) for k in state if (m := re.match(rf"encoder\.layer{stage}\.(\d+)\.", k))}
@@ -67,8 +67,9 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, int]:
     bottleneck = any(re.match(r"encoder\.layer\d\.\d+\.conv3\.weight$", k) for k in state)
     for arch, (block, arch_depths) in ARCHITECTURES.items():
         if tuple(depths) == arch_depths and (block.expansion == 4) == bottleneck:
-            head = state.get("head.2.weight")
-            return arch, int(head.shape[0]) if head is not None else 128
+            head, stem = state.get("head.2.weight"), state.get("encoder.conv1.weight")
+            return (arch, int(head.shape[0]) if head is not None else 128,
+                    int(stem.shape[0]) if stem is not None else 64)
     raise CheckpointError(f"no known architecture has {depths} blocks per stage"
                           f"{' with bottlenecks' if bottleneck else ''}; known: "
                           + ", ".join(f"{a} {d}" for a, (_, d) in ARCHITECTURES.items()))
@@ -109,10 +110,10 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, device: st
     state = _state_dict_of(_read(path, map_location="cpu"), path)
     if not any(k.startswith("encoder.") for k in state):
         raise CheckpointError(f"{path}: no 'encoder.*' keys; first keys are {sorted(state)[:5]}")
-    inferred, feat_dim = infer_architecture(state)
+    inferred, feat_dim, width = infer_architecture(state)
     if arch is not None and arch != inferred:
         raise CheckpointError(f"{path}: arch={arch!r} was requested but the weights are a {inferred}")
-    model = AnatCLModel(inferred, feat_dim=feat_dim)
+    model = AnatCLModel(inferred, feat_dim=feat_dim, width=width)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -129,14 +130,15 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, device: st
 
 
 def save_checkpoint(path: str | os.PathLike, model: AnatCLModel, **extra: Any) -> Path:
-    """Write `{'model': state_dict, 'arch', 'feat_dim', **extra}` atomically (temp file in the same folder, then rename).
+    """Write `{'model': state_dict, 'arch', 'feat_dim', 'width', **extra}` atomically (temp file in the same folder, then rename).
 
     A process killed mid-write leaves the previous file at `path` intact. `extra` must hold only tensors and
     plain containers so the file loads with weights_only=True.
     """
     model = getattr(model, "module", model)          # unwrap DistributedDataParallel
     model = getattr(model, "_orig_mod", model)       # unwrap torch.compile
-    payload = {"model": model.state_dict(), "arch": model.arch, "feat_dim": model.feat_dim, **extra}
+    payload = {"model": model.state_dict(), "arch": model.arch, "feat_dim": model.feat_dim, "width": model.width,
+               **extra}
     return write_atomic(path, lambda f: torch.save(payload, f))
 
 

@@ -79,23 +79,28 @@ def check_volume_batch(x: torch.Tensor) -> None:
 
 
 class ResNet3d(nn.Module):
-    """3D ResNet: 7x7x7 stride-2 stem, max-pool, four stages (64-128-256-512 planes), global average pool.
+    """3D ResNet: 7x7x7 stride-2 stem, max-pool, four stages, global average pool.
 
-    forward: x [B, 1, X, Y, Z] -> features [B, 512 * block.expansion].
+    `width` is the stem's channel count; the stages have width x (1, 2, 4, 8) planes. The paper's ResNet-18
+    (and every released checkpoint) has width 64: 64-128-256-512. A narrower one (width 16 has ~1/14 of the
+    FLOPs) is this project's CPU-sized departure, used by the default book.
+    forward: x [B, 1, X, Y, Z] -> features [B, 8 * width * block.expansion].
     """
 
-    def __init__(self, arch: str = "resnet18"):
+    def __init__(self, arch: str = "resnet18", width: int = 64):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int (64 for the paper's ResNet), got {width!r}")
         block, depths = ARCHITECTURES[arch]
-        self.arch = arch
-        self.conv1 = nn.Conv3d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
+        self.arch, self.width = arch, width
+        self.conv1 = nn.Conv3d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        in_planes = 64
-        for index, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths), start=1):
+        in_planes = width
+        for index, (planes, depth) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), depths), start=1):
             stride = 1 if index == 1 else 2
             layer, in_planes = self._make_stage(block, in_planes, planes, depth, stride)
             setattr(self, f"layer{index}", layer)
@@ -129,17 +134,19 @@ class ResNet3d(nn.Module):
 
 
 class AnatCLModel(nn.Module):
-    """Encoder plus MLP projection head (512 -> 512 -> feat_dim), as pretrained by AnatCL.
+    """Encoder plus MLP projection head (512 -> 512 -> feat_dim at width 64), as pretrained by AnatCL.
 
     model(x): x [B, 1, X, Y, Z] -> z [B, feat_dim] unit vectors (the contrastive space).
-    model.embed(x): -> [B, 512] encoder features (what downstream probes use; the head is dropped).
+    model.embed(x): -> [B, 512] encoder features (what downstream probes use; the head is dropped);
+    [B, 8 * width] for a narrower encoder.
     """
 
-    def __init__(self, arch: str = "resnet18", feat_dim: int = 128):
+    def __init__(self, arch: str = "resnet18", feat_dim: int = 128, width: int = 64):
         super().__init__()
         self.arch = arch
         self.feat_dim = feat_dim
-        self.encoder = ResNet3d(arch)
+        self.width = width
+        self.encoder = ResNet3d(arch, width)
         width = self.encoder.out_features
         self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, feat_dim))
         for m in self.head.modules():

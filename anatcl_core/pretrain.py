@@ -53,6 +53,7 @@ class PretrainConfig:
     method: str
     out: str
     arch: str = "resnet18"
+    width: int = 64                 # stem channels; 64 is the paper's ResNet, narrower ones are for CPU runs
     feat_dim: int = 128
     epochs: int = 300
     batch_size: int = 32            # global batch, summed over ranks
@@ -291,7 +292,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     bf16 = use_bf16(device, cfg.amp)
 
     torch.manual_seed(cfg.seed)                  # same initial weights on every rank
-    model = AnatCLModel(cfg.arch, cfg.feat_dim)
+    model = AnatCLModel(cfg.arch, cfg.feat_dim, cfg.width)
     net: nn.Module = AgeRegressor(model) if cfg.method == "l1" else model
     net = net.to(device)
     if cfg.channels_last:

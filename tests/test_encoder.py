@@ -151,6 +151,28 @@ def test_project_checkpoint_round_trip_and_atomic_save(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
 
 
+@pytest.mark.parametrize("arch, width", [("resnet18", 16), ("resnet18", 8), ("resnet50", 4)])
+def test_narrow_encoder_round_trips_with_its_width_inferred(tmp_path, arch, width):
+    model = AnatCLModel(arch, feat_dim=24, width=width).eval()
+    expansion = 4 if arch == "resnet50" else 1
+    assert model.embed_dim == 8 * width * expansion
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "narrow.pth", model))
+    assert (loaded.arch, loaded.width, loaded.feat_dim) == (arch, width, 24)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), model.embed(x), rtol=0, atol=0)
+        assert loaded.embed(x).shape == (1, 8 * width * expansion)
+
+
+def test_default_width_is_the_papers_resnet18():
+    # Parameter count of the authors' SupConResNet-18 encoder: the width-64 default must be that network.
+    ours = sum(p.numel() for p in AnatCLModel().encoder.parameters())
+    theirs = sum(p.numel() for p in SupConResNet("resnet18", feat_dim=128, use_head=True).encoder.parameters())
+    assert ours == theirs
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        AnatCLModel(width=0)
+
+
 @pytest.mark.parametrize("bad, error, match", [
     (torch.zeros(2, 24, 24, 24), ValueError, r"\[B, 1, X, Y, Z\].*add the channel axis"),
     (torch.zeros(2, 2, 24, 24, 24), ValueError, r"\[B, 1, X, Y, Z\]"),
