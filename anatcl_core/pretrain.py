@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,20 @@ def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return (shape[0], round(shape[1] * 128 / 145), shape[2])
 
 
+class Preempted(Exception):
+    """Raised by `pretrain` after SIGTERM, once the checkpoint is written: callers that loop over runs stop too.
+
+    `anatcl pretrain` turns it into exit status 143 (128 + SIGTERM), so a scheduler sees an unfinished job.
+    """
+
+    def __init__(self, checkpoint: Path, epoch: int, step: int):
+        super().__init__(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint {checkpoint}, "
+                         "rerun with --resume to continue")
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+
+
 class _StopRequest:
-    """SIGTERM (cluster preemption, `kill`) asks for a checkpoint at the next step, then a clean exit."""
+    """SIGTERM (cluster preemption, `kill`) asks for a checkpoint at the next step, then `Preempted`."""
 
     def __init__(self):
         self.requested = False
@@ -251,7 +264,10 @@ class _StopRequest:
 
 def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = {k: (saved.get(k), now[k]) for k in now if k not in RUNTIME_FIELDS and saved.get(k) != now[k]}
+    # a field added after the run was saved had its default value then (e.g. width 64 before widths existed)
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    saved = {k: saved.get(k, defaults[k]) for k in now}
+    diff = {k: (saved[k], now[k]) for k in now if k not in RUNTIME_FIELDS and saved[k] != now[k]}
     if diff:
         lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ValueError(f"{path}: cannot resume, the configuration differs from the saved run ({lines}); "
@@ -269,7 +285,10 @@ def setup_logging(out: Path, rank: int) -> None:
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    """Run (or resume) pretraining; returns RUN/checkpoint.pth. Call under torchrun for several processes."""
+    """Run (or resume) pretraining; returns RUN/checkpoint.pth. Call under torchrun for several processes.
+
+    On SIGTERM it checkpoints at the next step and raises `Preempted`.
+    """
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
@@ -367,7 +386,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 if stop.requested:
                     save(epoch, step + 1)
                     log.info("SIGTERM: checkpoint written at epoch %d step %d", epoch, step + 1)
-                    return ckpt_path
+                    raise Preempted(ckpt_path, epoch, step + 1)
             seconds = time.perf_counter() - t0
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
@@ -435,6 +454,9 @@ def run(args: argparse.Namespace) -> int:
         dist.init_process_group(backend)
     try:
         path = pretrain(cfg)
+    except Preempted as stopped:
+        print(f"anatcl pretrain: {stopped}", file=sys.stderr)
+        return 143
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -89,6 +89,21 @@ def test_resume_refuses_a_different_configuration(tiny_cohort, tmp_path):
         pretrain(small_config(tiny_cohort, tmp_path / "run", "yaware", epochs=2, temperature=0.2, resume=True))
 
 
+def test_narrow_runs_save_their_width_and_old_runs_resume_as_width_64(tiny_cohort, tmp_path):
+    ckpt = pretrain(small_config(tiny_cohort, tmp_path / "narrow", "yaware", width=8))
+    assert load_checkpoint(ckpt).embed_dim == 64
+    with pytest.raises(ValueError, match=r"cannot resume.*width: saved 8 vs now 16"):
+        pretrain(small_config(tiny_cohort, tmp_path / "narrow", "yaware", width=16, epochs=2, resume=True))
+
+    pretrain(small_config(tiny_cohort, tmp_path / "old", "yaware"))
+    # a run written before `width` existed: no such field in its saved config
+    saved = torch.load(tmp_path / "old" / "checkpoint.pth", weights_only=True)
+    del saved["config"]["width"]
+    torch.save(saved, tmp_path / "old" / "checkpoint.pth")
+    pretrain(small_config(tiny_cohort, tmp_path / "old", "yaware", epochs=2, resume=True))
+    assert len(pd.read_csv(tmp_path / "old" / "metrics.csv")) == 2
+
+
 def test_folds_are_by_subject_stratified_and_shared(tiny_cohort):
     folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
     assert (tiny_cohort.path / "splits" / "folds-3-seed0.tsv").exists()
@@ -166,7 +181,7 @@ def test_sigterm_checkpoints_mid_epoch_and_the_run_resumes(tiny_cohort, tmp_path
         time.sleep(0.2)
     assert (out / "metrics.csv").exists(), "the first epoch did not finish"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == 143          # 128 + SIGTERM: the job did not finish
     saved = torch.load(out / "checkpoint.pth", weights_only=True)
     assert 1 <= saved["epoch"] < 50
     subprocess.run(cmd(saved["epoch"] + 1, "--resume"), check=True)
