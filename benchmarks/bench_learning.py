@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from anatcl_core.age_probe import compare_encoders
 from anatcl_core.book import ensure_synthetic_data
 from anatcl_core.checkpoints import load_checkpoint
 from anatcl_core.data.cohort import Cohort
@@ -34,19 +32,6 @@ from anatcl_core.data.folds import load_or_make_folds, training_rows
 from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.pretrain import METHODS, PretrainConfig, pretrain
-
-
-def probe_age_errors(features: np.ndarray, age: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """features [N, D], age [N] years -> absolute errors [len(test)] in years of a ridge fit on `train` only."""
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15))).fit(features[train], age[train])
-    return np.abs(ridge.predict(features[test]) - age[test])
-
-
-def bootstrap_mean(errors: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
-    """errors [n] (or paired differences) -> (mean, 2.5% and 97.5% bootstrap quantiles of the mean)."""
-    rng = np.random.default_rng(seed)
-    boot = errors[rng.integers(0, len(errors), (n_boot, len(errors)))].mean(axis=1)
-    return float(errors.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    errors = {"median": (np.abs(np.median(age[train]) - age[test]), 0.0)}
     torch.manual_seed(args.seed)
     encoders = {"random init": (AnatCLModel(width=args.width), 0.0)}
     for method in args.methods.split(","):
@@ -87,22 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                              seed=args.seed, progress=False, resume=True)
         model = load_checkpoint(pretrain(cfg))
         encoders[method] = (model, float(pd.read_csv(run / "metrics.csv")["seconds"].sum()))
-    for name, (model, seconds) in encoders.items():
-        features = embed_volumes(model, cohort.volumes, batch_size=16, progress=False)
-        errors[name] = (probe_age_errors(features, age, train, test), seconds)
-
-    reference = errors.get("simclr", (None,))[0]
-    rows = []
-    for name, (err, seconds) in errors.items():
-        mae = bootstrap_mean(err, args.seed)
-        diff = bootstrap_mean(err - reference, args.seed) if reference is not None else (np.nan,) * 3
-        rows.append({"method": name, "age MAE (y)": mae[0], "95% low": mae[1], "95% high": mae[2],
-                     "minus SimCLR": diff[0], "paired 95% low": diff[1], "paired 95% high": diff[2],
-                     "pretraining (s)": seconds, **setting})
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "learning.csv", index=False)
+    features = {name: embed_volumes(model, cohort.volumes, batch_size=16, progress=False)
+                for name, (model, _) in encoders.items()}
+    table = compare_encoders(features, age, train, test, reference="simclr", seed=args.seed)
+    table["pretraining_s"] = [encoders.get(name, (None, 0.0))[1] for name in table.index]
+    table.assign(**setting).to_csv(out / "learning.csv")
     print(json.dumps(setting))
-    print(table[list(rows[0])[:8]].to_markdown(index=False, floatfmt=".2f"))
+    print(table.to_markdown(floatfmt=".2f"))
     return 0
 
 

@@ -1,0 +1,65 @@
+"""The held-out age probe that checks whether pretrained encoders learned and differ."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.linear_model import Ridge
+
+from anatcl_core.age_probe import bootstrap_mean, compare_encoders, held_out_age_errors
+
+
+def _cohort(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(10, 80, n)
+    informative = np.column_stack([age + rng.normal(0, 3, n), rng.normal(size=(n, 7))])
+    noise = rng.normal(size=(n, 8))
+    train, test = np.arange(80), np.arange(80, n)
+    return age, informative, noise, train, test
+
+
+def test_errors_match_a_ridge_fitted_by_hand_on_the_training_rows():
+    age, x, _, train, test = _cohort()
+    errors = held_out_age_errors(x, age, train, test, alphas=(3.0,))
+    mean, std = x[train].mean(0), x[train].std(0)
+    ridge = Ridge(alpha=3.0).fit((x[train] - mean) / std, age[train])
+    np.testing.assert_allclose(errors, np.abs(ridge.predict((x[test] - mean) / std) - age[test]), rtol=1e-10)
+
+
+def test_test_labels_never_reach_the_model():
+    age, x, _, train, test = _cohort()
+    hidden = age.copy()
+    hidden[test] = np.nan            # a fit that touched a test label would fail on the NaN
+    assert np.isnan(held_out_age_errors(x, hidden, train, test)).all()
+    swapped = age.copy()
+    swapped[test] = age[test][::-1]  # other test labels: the fitted model, hence the predictions, stay the same
+    np.testing.assert_allclose(_predictions(x, age, train, test), _predictions(x, swapped, train, test), rtol=1e-10)
+    with pytest.raises(ValueError, match="overlap"):
+        held_out_age_errors(x, age, train, np.concatenate([test, train[:1]]))
+
+
+def _predictions(x, age, train, test):
+    """The probe's test predictions p, recovered from its absolute errors against labels 1000 years too high:
+    |p - (a + 1000)| = a + 1000 - p while |p - a| < 1000."""
+    far = age.copy()
+    far[test] += 1000.0
+    return far[test] - held_out_age_errors(x, far, train, test)
+
+
+def test_informative_features_beat_noise_and_the_median_with_a_paired_interval_below_zero():
+    age, informative, noise, train, test = _cohort()
+    table = compare_encoders({"informative": informative, "noise": noise}, age, train, test, reference="noise")
+    assert table.loc["informative", "mae"] < 4 < table.loc["noise", "mae"]
+    assert table.loc["training median", "mae"] == pytest.approx(np.abs(np.median(age[train]) - age[test]).mean())
+    assert table.loc["informative", "paired_high"] < 0
+    assert table.loc["noise", ["minus_reference", "paired_low", "paired_high"]].tolist() == [0, 0, 0]
+    assert table.attrs == {"reference": "noise", "n_train": 80, "n_test": 40}
+    assert "minus_reference" not in compare_encoders({"a": noise}, age, train, test, reference="simclr")
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.integers(2, 40), elements=st.floats(0, 100)), st.integers(0, 2**16))
+def test_bootstrap_interval_brackets_the_mean_within_the_data_range(values, seed):
+    mean, low, high = bootstrap_mean(values, seed, n_boot=200)
+    assert values.min() - 1e-9 <= low <= mean + 1e-9 and mean - 1e-9 <= high <= values.max() + 1e-9
+    assert bootstrap_mean(values, seed, n_boot=200) == (mean, low, high)
