@@ -87,7 +87,7 @@ def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
         if key in common:
             common[key] = str(Path(common[key]).expanduser().resolve())
     timings = build_dir / "timings.csv"
-    timings.write_text("step,seconds\n")
+    timings.write_text("step,seconds,status\n")
     with _timed(timings, "synthetic data"):
         prepare_data(common)
     for entry in chapter_order(source / "_toc.yml"):
@@ -110,13 +110,17 @@ def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def _timed(log: Path, step: str):
-    """Append `step,seconds` to the build's timings CSV (also printed), so slow chapters are visible."""
-    start = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - start
-    print(f"[anatcl book] {step}: {seconds:.0f} s", flush=True)
-    with log.open("a") as f:
-        f.write(f"{step},{seconds:.1f}\n")
+    """Append `step,seconds,status` to the build's timings CSV (also printed), so slow chapters are visible;
+    a step that raises is recorded as `failed` with the time it took, then the error goes on."""
+    start, status = time.perf_counter(), "failed"
+    try:
+        yield
+        status = "ok"
+    finally:
+        seconds = time.perf_counter() - start
+        print(f"[anatcl book] {step}: {seconds:.0f} s ({status})", flush=True)
+        with log.open("a") as f:
+            f.write(f"{step},{seconds:.1f},{status}\n")
 
 
 def prepare_data(common: dict) -> None:

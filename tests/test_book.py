@@ -97,3 +97,15 @@ def test_the_reproduce_at_scale_batch_runs_as_written(tmp_path):
     assert "openbhb/age" in table and "anatcl-local" in table
     executed = nbformat.read(tmp_path / "batch" / "05_brain_age_sex.ipynb", as_version=4)
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+
+
+def test_build_timings_record_a_failing_step_as_failed(tmp_path):
+    from anatcl_core.book import _timed
+    log = tmp_path / "timings.csv"
+    log.write_text("step,seconds,status\n")
+    with _timed(log, "book/01_data"):
+        pass
+    with pytest.raises(RuntimeError, match="boom"), _timed(log, "book/04_pretraining"):
+        raise RuntimeError("boom")
+    rows = log.read_text().splitlines()[1:]
+    assert [r.split(",")[0::2] for r in rows] == [["book/01_data", "ok"], ["book/04_pretraining", "failed"]]

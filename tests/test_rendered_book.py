@@ -57,3 +57,4 @@ def test_the_build_recorded_how_long_each_chapter_took():
     chapters = [e for e in chapter_order(REPO / "_toc.yml") if (REPO / f"{e}.ipynb").exists()]
     assert list(timings["step"]) == ["synthetic data", *chapters, "jupyter-book build"]
     assert (timings["seconds"] >= 0).all() and timings["seconds"].sum() > 0
+    assert (timings["status"] == "ok").all()
