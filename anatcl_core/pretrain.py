@@ -248,6 +248,19 @@ class Preempted(Exception):
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
+def stop_agreed(requested: bool, world: int, device: torch.device) -> bool:
+    """True on every rank as soon as any rank was asked to stop (one scalar all-reduce per step).
+
+    Ranks must leave the loop at the same step: a rank that stopped alone would leave the others waiting
+    forever in the next gradient all-reduce, and a scheduler may signal the ranks at different moments.
+    """
+    if world == 1:
+        return requested
+    flag = torch.tensor([float(requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 class _StopRequest:
     """SIGTERM (cluster preemption, `kill`) asks for a checkpoint at the next step, then `Preempted`."""
 
@@ -383,7 +396,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if stop.requested:
+                if stop_agreed(stop.requested, world, device):
                     save(epoch, step + 1)
                     log.info("SIGTERM: checkpoint written at epoch %d step %d", epoch, step + 1)
                     raise Preempted(ckpt_path, epoch, step + 1)

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from anatcl_core import load_checkpoint
 from anatcl_core.encoder import AnatCLModel
-from anatcl_core.pretrain import PretrainConfig, compute_loss
+from anatcl_core.pretrain import PretrainConfig, compute_loss, stop_agreed
 
 N, V, WORLD = 8, 2, 2
 SHAPE = (1, 16, 18, 16)
@@ -94,3 +94,21 @@ def test_torchrun_cli_trains_and_its_checkpoint_loads(tiny_cohort, tmp_path):
     model = load_checkpoint(out / "checkpoint.pth")
     assert model.arch == "resnet18"
     assert np.isfinite(np.loadtxt(out / "metrics.csv", delimiter=",", skiprows=1, usecols=1))
+
+
+def _stop_worker(rank, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        # step 1: nobody signalled; step 2: only rank 1 got SIGTERM
+        answers = [stop_agreed(False, WORLD, torch.device("cpu")), stop_agreed(rank == 1, WORLD, torch.device("cpu"))]
+        torch.save(torch.tensor(answers), f"{out_dir}/stop{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_stop_signalled_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    mp.spawn(_stop_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        assert torch.load(tmp_path / f"stop{rank}.pt", weights_only=True).tolist() == [False, True]
+    assert stop_agreed(True, 1, torch.device("cpu")) and not stop_agreed(False, 1, torch.device("cpu"))
