@@ -79,6 +79,6 @@ def plot_comparison(table: pd.DataFrame, ax=None):
     ax.set_yticks(y, encoders.index)
     if "training median" in table.index:
         ax.axvline(table.loc["training median", "mae"], ls="--", color="grey", label="training median")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper right")
     ax.set_xlabel(f"age MAE on {table.attrs.get('n_test', '?')} held-out subjects (years; 95 % bootstrap interval)")
     return ax

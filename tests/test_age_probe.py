@@ -63,3 +63,14 @@ def test_bootstrap_interval_brackets_the_mean_within_the_data_range(values, seed
     mean, low, high = bootstrap_mean(values, seed, n_boot=200)
     assert values.min() - 1e-9 <= low <= mean + 1e-9 and mean - 1e-9 <= high <= values.max() + 1e-9
     assert bootstrap_mean(values, seed, n_boot=200) == (mean, low, high)
+
+
+def test_comparison_figure_draws_every_encoder_best_at_the_top_and_the_median_line():
+    import matplotlib
+    matplotlib.use("Agg")
+    from anatcl_core.age_probe import plot_comparison
+    age, informative, noise, train, test = _cohort()
+    table = compare_encoders({"informative": informative, "noise": noise}, age, train, test)
+    ax = plot_comparison(table)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["noise", "informative"]   # drawn bottom-up
+    assert ax.lines[-1].get_xdata()[0] == pytest.approx(table.loc["training median", "mae"])
