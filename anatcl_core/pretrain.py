@@ -208,6 +208,29 @@ def compute_loss(cfg: PretrainConfig, out: torch.Tensor, n_local: int, age: torc
 
 # ----------------------------------------------------------------------------- engine
 
+def train_step(cfg: PretrainConfig, step_fn: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingSet,
+               x: torch.Tensor, positions, crop: tuple[int, int, int], generator: torch.Generator,
+               age_stats: tuple[float, float], bf16: bool) -> tuple[float, dict[str, float]]:
+    """One optimiser step on this rank's shard: x [b, 1, X, Y, Z] volumes at `positions` into `data`.
+
+    Augments n_views views of each volume on the model's device, runs the model (bf16 autocast when asked),
+    and steps the optimiser on the method's loss. Returns (loss, the loss's logged terms).
+    """
+    device = generator.device
+    views = make_views(x.to(device, non_blocking=True), cfg.n_views, crop, generator)
+    if cfg.channels_last:
+        views = views.contiguous(memory_format=torch.channels_last_3d)
+    pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
+    age, desc = data.age[pos].to(device), data.descriptors[pos].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        output = step_fn(views)
+    loss, terms = compute_loss(cfg, output, len(pos), age, desc, age_stats)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), terms
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if is_distributed() and torch.cuda.is_available():
@@ -378,24 +401,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
             bar = tqdm(loader, total=len(plan) - first, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
                        disable=rank != 0 or not cfg.progress, leave=False)
             for step, (x, positions) in enumerate(bar, start=first):
-                x = x.to(device, non_blocking=True)
-                views = make_views(x, cfg.n_views, crop, step_generator(cfg.seed, epoch, step, rank, device))
-                if cfg.channels_last:
-                    views = views.contiguous(memory_format=torch.channels_last_3d)
-                pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
-                age, desc = data.age[pos].to(device), data.descriptors[pos].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    output = step_fn(views)
-                loss, terms = compute_loss(cfg, output, len(pos), age, desc, age_stats)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if not math.isfinite(loss.item()):
+                gen = step_generator(cfg.seed, epoch, step, rank, device)
+                loss, terms = train_step(cfg, step_fn, optimizer, data, x, positions, crop, gen, age_stats, bf16)
+                if not math.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
-                for k, v in {"loss": loss.item(), **terms}.items():
+                for k, v in {"loss": loss, **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{loss:.4f}")
                 if stop_agreed(stop.requested, world, device):
                     save(epoch, step + 1)
                     log.info("SIGTERM: checkpoint written at epoch %d step %d", epoch, step + 1)
