@@ -26,13 +26,16 @@ def held_out_age_errors(features: np.ndarray, age: np.ndarray, train: np.ndarray
     train, test = np.asarray(train), np.asarray(test)
     if np.intersect1d(train, test).size:
         raise ValueError("train and test rows overlap: the age probe would score subjects it was fitted on")
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.asarray(alphas, dtype=float))).fit(features[train], age[train])
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.asarray(alphas, dtype=float)))
+    ridge.fit(features[train], age[train])
     return np.abs(ridge.predict(features[test]) - age[test])
 
 
 def bootstrap_mean(values: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
     """values [n] -> (mean, 2.5 % and 97.5 % quantiles of the bootstrap distribution of the mean)."""
     values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"expected a non-empty 1-d array of per-subject values, got shape {values.shape}")
     rng = np.random.default_rng(seed)
     boot = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
     return float(values.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))

@@ -65,6 +65,11 @@ def test_bootstrap_interval_brackets_the_mean_within_the_data_range(values, seed
     assert bootstrap_mean(values, seed, n_boot=200) == (mean, low, high)
 
 
+def test_bootstrap_of_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="non-empty 1-d"):
+        bootstrap_mean(np.array([]))
+
+
 def test_comparison_figure_draws_every_encoder_best_at_the_top_and_the_median_line():
     import matplotlib
     matplotlib.use("Agg")
