@@ -1,6 +1,6 @@
 """The speed of light for the 3D ResNet-18 on this machine: FLOPs per volume against the sgemm throughput.
 
-    python benchmarks/bench_ceiling.py [--grid 121,128,121] [--threads 2]
+    python benchmarks/bench_ceiling.py [--grid 121,128,121] [--width 64] [--threads 2]
 
 Counts the floating-point operations of one volume through the encoder (inference) and through the whole
 model with backward (a training step's work per view), with `torch.utils.flop_counter`, and measures the
@@ -19,9 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from anatcl_core.encoder import AnatCLModel
 
 
-def flops_per_volume(grid: tuple[int, int, int]) -> tuple[float, float]:
-    """(inference, training forward + backward) FLOPs for one [1, 1, *grid] volume."""
-    model = AnatCLModel()
+def flops_per_volume(grid: tuple[int, int, int], width: int = 64) -> tuple[float, float]:
+    """(inference, training forward + backward) FLOPs for one [1, 1, *grid] volume through a ResNet-18 of `width`."""
+    model = AnatCLModel(width=width)
     x = torch.randn(1, 1, *grid)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval().embed(x)
@@ -48,13 +48,14 @@ def _timed(fn) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="121,128,121", help="X,Y,Z of the (cropped) input volume")
+    parser.add_argument("--width", type=int, default=64, help="encoder width (64: the paper's ResNet-18)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = tuple(int(s) for s in args.grid.split(","))
-    inference, training = flops_per_volume(grid)
+    inference, training = flops_per_volume(grid, args.width)
     peak = sgemm_gflops()
-    print(f"grid {grid}, torch {torch.__version__}, {args.threads} threads, "
+    print(f"grid {grid}, width {args.width}, torch {torch.__version__}, {args.threads} threads, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"inference: {inference / 1e9:.1f} GFLOP per volume; training (forward + backward): "
           f"{training / 1e9:.1f} GFLOP per view")
