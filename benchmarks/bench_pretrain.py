@@ -6,7 +6,7 @@ the engine crops them to 121 x 128 x 121, `training_crop`):
   training   volumes/s of one optimiser step on `--batch` subjects x 2 views.
              plain   the authors' `anatcl.models.SupConResNet("resnet18")`, contiguous fp32, two fixed slice crops
                      of the training-crop size (no augmentation), `anatcl_core.losses.anatcl_loss` ("local"), Adam.
-             engine  exactly the loop body of `anatcl_core.pretrain.pretrain`: `TrainingSet.volumes` (host array,
+             engine  `anatcl_core.pretrain.train_step`, the loop body of `pretrain`: `TrainingSet.volumes` (host array,
                      or fp16 on the GPU with `resident`), `make_views` augmentation on the device,
                      channels_last_3d (`cl`), bf16 autocast (`bf16`), `torch.compile` (`compile`),
                      `compute_loss` with method anatcl-local, Adam (the released lr / weight decay).
@@ -61,7 +61,7 @@ from anatcl_core.data.augment import center_crop
 from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss
-from anatcl_core.pretrain import (PretrainConfig, TrainingSet, compute_loss, epoch_plan, make_views, step_generator,
+from anatcl_core.pretrain import (PretrainConfig, TrainingSet, epoch_plan, make_views, step_generator, train_step,
                                   training_crop, use_bf16)
 
 PAPER_EPOCHS, PAPER_SUBJECTS, PAPER_VIEWS = 300, 3227, 2
@@ -179,7 +179,9 @@ class PlainTrainer:
         self.volumes, self.data, self.crop, self.device = cohort.volumes, data, crop, device
         self.plan = epoch_plan(len(data), batch, 0, 0, 0, 1)
         self.step_index = 0
-        self.aug_seconds = float("nan")
+
+    def augmentation_seconds(self) -> float:
+        return float("nan")                      # fixed crops, no augmentation
 
     def step(self) -> float:
         positions = self.plan[self.step_index % len(self.plan)]
@@ -202,7 +204,7 @@ class PlainTrainer:
 
 
 class EngineTrainer:
-    """The loop body of `anatcl_core.pretrain.pretrain` (one process), for one variant."""
+    """The engine's own step, `anatcl_core.pretrain.train_step` (one process), for one variant."""
 
     def __init__(self, variant: Variant, state, cohort, rows, normaliser, crop, batch, device):
         self.variant, self.device, self.crop = variant, device, crop
@@ -218,31 +220,27 @@ class EngineTrainer:
         self.step_fn = torch.compile(self.net) if variant.compile else self.net
         self.plan = epoch_plan(len(self.data), batch, self.cfg.seed, 0, 0, 1)
         self.step_index = 0
-        self.aug_seconds = float("nan")
 
     def step(self) -> float:
-        cfg, device = self.cfg, self.device
         step = self.step_index
         self.step_index += 1
         pos = self.plan[step % len(self.plan)]
-        t0 = time.perf_counter()
-        x = self.data.volumes(pos).to(device, non_blocking=True)
-        views = make_views(x, cfg.n_views, self.crop, step_generator(cfg.seed, 0, step, 0, device))
-        if cfg.channels_last:
-            views = views.contiguous(memory_format=torch.channels_last_3d)
-        sync(device)
-        self.aug_seconds = time.perf_counter() - t0
-        age, desc = self.data.age[pos].to(device), self.data.descriptors[pos].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            output = self.step_fn(views)
-        loss, _ = compute_loss(cfg, output, len(pos), age, desc, self.age_stats)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        value = loss.item()
+        generator = step_generator(self.cfg.seed, 0, step, 0, self.device)
+        value, _ = train_step(self.cfg, self.step_fn, self.optimizer, self.data, self.data.volumes(pos), pos,
+                              self.crop, generator, self.age_stats, self.bf16)
         if not np.isfinite(value):
             raise FloatingPointError(f"non-finite loss ({self.name})")
         return value
+
+    def augmentation_seconds(self) -> float:
+        """The data part of a step alone (read, augment, memory layout), timed apart from the timed steps."""
+        start = time.perf_counter()
+        x = self.data.volumes(self.plan[0]).to(self.device)
+        views = make_views(x, self.cfg.n_views, self.crop, step_generator(self.cfg.seed, 0, 0, 0, self.device))
+        if self.cfg.channels_last:
+            views.contiguous(memory_format=torch.channels_last_3d)
+        sync(self.device)
+        return time.perf_counter() - start
 
 
 def bench_training(grid, variants, args, device) -> list[dict]:
@@ -267,8 +265,8 @@ def bench_training(grid, variants, args, device) -> list[dict]:
         for t in trainers:
             seconds = timed(t.step, device)
             times[t.name].append(seconds)
-            augs[t.name].append(t.aug_seconds)
-            log(f"train {grid} {t.name}: repeat {r + 1}/{repeats} {seconds:.1f} s (augmentation {t.aug_seconds:.2f} s)")
+            augs[t.name].append(t.augmentation_seconds())
+            log(f"train {grid} {t.name}: repeat {r + 1}/{repeats} {seconds:.1f} s (augmentation {augs[t.name][-1]:.2f} s)")
     volumes_per_step = args.batch * 2
     plain = statistics.median(times[trainers[0].name])
     out = []
