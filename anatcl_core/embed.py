@@ -25,7 +25,8 @@ from anatcl_core.pretrain import resolve_device, training_crop, use_bf16
 def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
                   amp: bool | None = None, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
                   compile: bool = False, progress: bool = True) -> np.ndarray:
-    """volumes: [N, X, Y, Z] (array or memmap) -> [N, 512] float32 encoder features (head dropped).
+    """volumes: [N, X, Y, Z] (array or memmap) -> [N, model.embed_dim] float32 encoder features (head dropped;
+    512 for the paper's ResNet-18, 8 x width in general).
 
     Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
     then encoded in batches, under bf16 autocast when `use_bf16(device, amp)` (see benchmarks/RESULTS.md).
@@ -57,7 +58,7 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
 
 
 def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | os.PathLike, **kwargs) -> np.ndarray:
-    """Features [N, 512] for every subject of `cohort` (a Cohort or its folder) with a model or a checkpoint path."""
+    """Features [N, D] for every subject of `cohort` (a Cohort or its folder) with a model or a checkpoint path."""
     if not isinstance(model, AnatCLModel):
         model = load_checkpoint(model)
     if not isinstance(cohort, Cohort):
@@ -76,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--released", choices=("global", "local"), help="download the authors' weights")
     parser.add_argument("--fold", type=int, default=0, help="fold of the released weights (0-4)")
     parser.add_argument("--cohort", required=True, help="cohort folder (layout of DESIGN.md)")
-    parser.add_argument("--out", required=True, help="output .npy, [N, 512] float32 in participants.tsv order")
+    parser.add_argument("--out", required=True,
+                        help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
+from anatcl_core.age_probe import compare_encoders
 from anatcl_core.data.cohort import Cohort
+from anatcl_core.embed import embed_volumes
+from anatcl_core.encoder import AnatCLModel
 from anatcl_core.pretrain import METHODS, PretrainConfig, pretrain
 from anatcl_core.probe import EmbeddingCache, evaluate_tasks
 from anatcl_core.tasks import TaskSpec
@@ -41,10 +46,12 @@ def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]
 
 
 def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=METHODS, fold: int = 0,
-                      device: str = "auto", batch_size: int = 8) -> dict[tuple[str, int], dict]:
-    """{(method, fold): {cohort: [N, 512]}} from the runs' checkpoints, embedding only what is not cached."""
+                      device: str = "auto", batch_size: int = 8, cohort_names=COHORT_NAMES,
+                      ) -> dict[tuple[str, int], dict]:
+    """{(method, fold): {cohort: [N, D]}} from the runs' checkpoints (D = 8 x width), embedding only what is not
+    cached."""
     cache = EmbeddingCache(Path(output_dir) / "embeddings", batch_size=batch_size, device=device)
-    cohorts = open_cohorts(data_root)
+    cohorts = open_cohorts(data_root, cohort_names)
     out = {}
     for method in methods:
         checkpoint = run_dir(output_dir, method, fold) / "checkpoint.pth"
@@ -64,3 +71,25 @@ def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[
     embeddings = method_embeddings(data_root, output_dir, methods, fold)
     participants = {n: c.participants for n, c in open_cohorts(data_root).items()}
     return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
+
+
+def age_check(data_root: str | Path, output_dir: str | Path, methods=METHODS, fold: int = 0, seed: int = 0,
+              device: str = "auto", reference: str = "simclr") -> pd.DataFrame:
+    """Held-out OpenBHB age from every method's frozen features (`age_probe.compare_encoders`).
+
+    The ridge is fitted on the rows the checkpoints were pretrained on (as recorded in them) and scores every
+    other subject. Beside the methods: an untrained encoder of the same width, initialised like the runs
+    (`torch.manual_seed(seed)`), and the training median. `reference` is used when it is one of `methods`.
+    """
+    embeddings = method_embeddings(data_root, output_dir, methods, fold, device=device, cohort_names=("openbhb",))
+    openbhb = Cohort.open(Path(data_root) / "openbhb")
+    saved = torch.load(run_dir(output_dir, methods[0], fold) / "checkpoint.pth", map_location="cpu",
+                       weights_only=True)
+    pretrained_rows = saved["rows"].numpy()
+    torch.manual_seed(seed)
+    untrained = AnatCLModel(saved["arch"], saved["feat_dim"], saved.get("width", 64))
+    features = {"random init": embed_volumes(untrained, openbhb.volumes, device=device, progress=False)}
+    features.update({m: embeddings[(m, fold)]["openbhb"] for m in methods})
+    held_out = np.setdiff1d(np.arange(len(openbhb)), pretrained_rows)
+    return compare_encoders(features, openbhb.participants["age"].to_numpy(float), pretrained_rows, held_out,
+                            reference=reference if reference in methods else None, seed=seed)

@@ -480,7 +480,7 @@ class EmbeddingCache:
         return Path(self.root) / file_digest(checkpoint) / f"{cohort_name}.npy"
 
     def embeddings(self, checkpoint: str | os.PathLike, cohorts: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """checkpoint file + {name: Cohort} -> {name: [N, 512] float32 features}, embedding what is not cached."""
+        """checkpoint file + {name: Cohort} -> {name: [N, D] float32 features}, embedding what is not cached."""
         model = None
         out = {}
         for name, cohort in cohorts.items():

@@ -79,3 +79,27 @@ def test_comparison_figure_draws_every_encoder_best_at_the_top_and_the_median_li
     ax = plot_comparison(table)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["noise", "informative"]   # drawn bottom-up
     assert ax.lines[-1].get_xdata()[0] == pytest.approx(table.loc["training median", "mae"])
+
+
+def test_age_check_scores_every_subject_pretraining_did_not_see(tmp_path):
+    import torch
+    from anatcl_core.embed import embed_volumes
+    from anatcl_core.encoder import AnatCLModel
+    from anatcl_core.experiments import age_check, pretrain_methods, run_dir
+    from conftest import make_tiny_cohort
+
+    cohort = make_tiny_cohort(tmp_path / "data" / "openbhb")
+    methods = ["simclr", "yaware"]
+    pretrain_methods(tmp_path / "data", tmp_path / "out", methods, width=8, epochs=1, batch_size=8,
+                     max_steps_per_epoch=1, lr=1e-3, progress=False)
+    table = age_check(tmp_path / "data", tmp_path / "out", methods, seed=0)
+    rows = torch.load(run_dir(tmp_path / "out", "simclr", 0) / "checkpoint.pth", weights_only=True)["rows"].numpy()
+    held_out = np.setdiff1d(np.arange(len(cohort)), rows)
+    assert list(table.index) == ["training median", "random init", "simclr", "yaware"]
+    assert table.attrs == {"reference": "simclr", "n_train": len(rows), "n_test": len(held_out)}
+    assert len(rows) + len(held_out) == len(cohort) and 0 < len(held_out) < len(cohort)
+    # the untrained reference: the runs' initialisation (seed 0) at the runs' width, scored the same way
+    torch.manual_seed(0)
+    untrained = embed_volumes(AnatCLModel(width=8), cohort.volumes, progress=False)
+    age = cohort.participants["age"].to_numpy(float)
+    assert table.loc["random init", "mae"] == pytest.approx(held_out_age_errors(untrained, age, rows, held_out).mean())
