@@ -18,18 +18,20 @@ from anatcl_core.checkpoints import load_checkpoint, load_released
 from anatcl_core.data.augment import center_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
-from anatcl_core.pretrain import resolve_device, training_crop, use_bf16
+from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
+from anatcl_core.pretrain import training_crop
 
 
 @torch.inference_mode()
 def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
-                  amp: bool | None = None, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
+                  amp: bool = False, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
                   compile: bool = False, progress: bool = True) -> np.ndarray:
     """volumes: [N, X, Y, Z] (array or memmap) -> [N, model.embed_dim] float32 encoder features (head dropped;
     512 for the paper's ResNet-18, 8 x width in general).
 
     Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
-    then encoded in batches, under bf16 autocast when `use_bf16(device, amp)` (see benchmarks/RESULTS.md).
+    then encoded in batches: in fp32, or under bf16 autocast with `amp=True` (the policy and its reasons:
+    `anatcl_core.precision`).
     `compile=True` runs the encoder through `torch.compile` with inductor's freezing (BatchNorm folded into
     the convolutions, weights pre-packed): it pays a one-off compilation of tens of seconds, so it is worth it
     for large cohorts only.
@@ -51,7 +53,7 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
             x = torch.cat([x, x.new_zeros((batch_size - len(block), *x.shape[1:]))])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(dev, bf16):
             out = encoder(x)
         features[start:start + len(block)] = out[:len(block)].float().cpu().numpy()
     return features
@@ -81,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast (default: only where the hardware has native bf16)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                        help="bf16 autocast (default: fp32, the same numbers on every machine)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder with frozen weights (worth it for large cohorts)")
 

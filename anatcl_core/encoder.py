@@ -4,12 +4,18 @@ The module tree (and therefore every `state_dict` key) mirrors the authors' chec
 `encoder.conv1.weight`, `encoder.layer1.0.bn1.running_mean`, ..., `head.0.weight`, `head.2.weight`,
 so a released file loads without renaming. Volumes are `[B, 1, X, Y, Z]` modulated gray-matter maps;
 any spatial size works (the released weights saw 121 x 128 x 121 crops of the 1.5 mm CAT12 grid).
+
+Under bf16 autocast the stem and the projection head compute in fp32 (`anatcl_core.precision`): the stem is
+the one convolution fed raw intensities through a single input channel, and the head ends in the
+normalisation every contrastive loss divides by.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from anatcl_core.precision import fp32_region
 
 
 class BasicBlock(nn.Module):
@@ -128,7 +134,8 @@ class ResNet3d(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        with fp32_region(x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x.float()))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
@@ -164,5 +171,7 @@ class AnatCLModel(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, 1, X, Y, Z] -> projections [B, feat_dim], L2-normalised."""
-        return F.normalize(self.head(self.embed(x)), dim=1)
+        """x: [B, 1, X, Y, Z] -> projections [B, feat_dim] float32, L2-normalised."""
+        features = self.embed(x)
+        with fp32_region(features):
+            return F.normalize(self.head(features.float()), dim=1)

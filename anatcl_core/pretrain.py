@@ -38,11 +38,14 @@ from anatcl_core.data.folds import load_or_make_folds, training_rows
 from anatcl_core.distributed import all_gather_tensor, all_gather_with_grad, is_distributed
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
+from anatcl_core.precision import (bf16_autocast, cpu_description, fp32_region, precision_name, resolve_device,
+                                   use_bf16)
 
 METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
 # Fields that may change between a run and its resumption without changing what is being trained.
+# Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
-                  "cohort", "progress")
+                  "cohort", "progress", "amp")
 log = logging.getLogger("anatcl.pretrain")
 
 
@@ -72,7 +75,7 @@ class PretrainConfig:
     n_folds: int = 5
     seed: int = 0
     max_steps_per_epoch: int = 0    # 0: all batches; >0 caps an epoch (small CPU runs)
-    amp: bool | None = None         # bf16 autocast; None: where the hardware has native bf16 (see use_bf16)
+    amp: bool = False               # bf16 autocast, only when asked (anatcl_core.precision)
     channels_last: bool = True
     compile: bool = False
     gpu_resident: bool = False      # hold the training volumes on the GPU in fp16
@@ -177,7 +180,10 @@ class AgeRegressor(nn.Module):
         self.regressor = nn.Linear(model.embed_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.regressor(self.model.encoder(x)).squeeze(1)
+        """x: [B, 1, X, Y, Z] -> standardised ages [B] float32 (the linear head in fp32 under autocast)."""
+        features = self.model.encoder(x)
+        with fp32_region(features):
+            return self.regressor(features.float()).squeeze(1)
 
 
 def compute_loss(cfg: PretrainConfig, out: torch.Tensor, n_local: int, age: torch.Tensor, desc: torch.Tensor,
@@ -222,36 +228,13 @@ def train_step(cfg: PretrainConfig, step_fn: nn.Module, optimizer: torch.optim.O
         views = views.contiguous(memory_format=torch.channels_last_3d)
     pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
     age, desc = data.age[pos].to(device), data.descriptors[pos].to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with bf16_autocast(device, bf16):
         output = step_fn(views)
     loss, terms = compute_loss(cfg, output, len(pos), age, desc, age_stats)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.item(), terms
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if is_distributed() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def use_bf16(device: torch.device, amp: bool | None = None) -> bool:
-    """Whether to run the model under bf16 autocast. `amp=None` decides from the hardware.
-
-    bf16 pays off only with native bf16 units (recent GPUs; CPUs with AVX512-BF16 or AMX). On an AVX2-only CPU
-    it is emulated, and a 3D ResNet step measured 14-52x slower than fp32 here (benchmarks/RESULTS.md).
-    """
-    if amp is not None:
-        return amp
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
 
 
 def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -269,6 +252,27 @@ class Preempted(Exception):
         super().__init__(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint {checkpoint}, "
                          "rerun with --resume to continue")
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Raised by `pretrain` when a step's loss is NaN or infinite; the message names the run, the step, the
+    precision and the likely causes. The checkpoint on disk is the last good one, untouched."""
+
+
+def non_finite_message(cfg: PretrainConfig, epoch: int, step: int, bf16: bool, saved_at: tuple[int, int] | None,
+                       bad_subjects: list[str]) -> str:
+    """The error of a non-finite loss: what stopped, what is kept, and what to try, most likely cause first."""
+    kept = (f"{Path(cfg.out) / 'checkpoint.pth'} (epoch {saved_at[0]}, step {saved_at[1]}) is kept unchanged"
+            if saved_at else "no checkpoint had been written yet")
+    if bad_subjects:
+        causes = (f"the input is at fault: non-finite voxels in {', '.join(bad_subjects[:5])}"
+                  f"{' and others' if len(bad_subjects) > 5 else ''} of cohort {cfg.cohort}; fix or drop them")
+    elif bf16:
+        causes = "likely causes: bf16 autocast (rerun with --no-amp --resume), or a learning rate too high "                  f"(--lr, now {cfg.lr:g}; the paper: 1e-4)"
+    else:
+        causes = f"likely cause: a learning rate too high for this batch (--lr, now {cfg.lr:g}; the paper: 1e-4)"
+    return (f"{cfg.method}: non-finite loss at epoch {epoch} step {step} under {precision_name(bf16)}; {kept}; "
+            f"{causes}")
 
 
 def stop_agreed(requested: bool, world: int, device: torch.device) -> bool:
@@ -354,7 +358,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         net = net.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step_epochs, cfg.lr_gamma)
-    start_epoch, start_step = 0, 0
+    start_epoch, start_step, saved_at = 0, 0, None
     if cfg.resume and ckpt_path.exists():
         saved = torch.load(ckpt_path, map_location=device, weights_only=True)
         _check_resumable(saved["config"], cfg, ckpt_path)
@@ -362,11 +366,15 @@ def pretrain(cfg: PretrainConfig) -> Path:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         start_epoch, start_step = saved["epoch"], saved["step"]
+        saved_at = (start_epoch, start_step)
         log.info("resumed from %s at epoch %d step %d", ckpt_path, start_epoch, start_step)
+        if rank == 0:
+            _drop_metrics_after(out / "metrics.csv", start_epoch)
     elif cfg.resume:
         log.info("--resume given but %s does not exist: starting a new run", ckpt_path)
     if rank == 0:
         write_atomic(out / "config.json", lambda f: f.write(json.dumps(cfg.to_dict(), indent=2).encode()))
+        log.info("%s on %s in %s; %s", cfg.method, device, precision_name(bf16), cpu_description())
 
     if world > 1:
         if device.type == "cuda":
@@ -377,6 +385,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     step_fn = torch.compile(net) if cfg.compile else net
 
     def save(epoch: int, step: int) -> None:
+        nonlocal saved_at
+        saved_at = (epoch, step)
         if rank != 0:
             return
         bare = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
@@ -404,7 +414,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 gen = step_generator(cfg.seed, epoch, step, rank, device)
                 loss, terms = train_step(cfg, step_fn, optimizer, data, x, positions, crop, gen, age_stats, bf16)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+                    bad = [str(cohort.participants["participant_id"].iloc[data.rows[p]])
+                           for p, ok in zip(np.asarray(positions), torch.isfinite(x.flatten(1)).all(1)) if not ok]
+                    message = non_finite_message(cfg, epoch, step, bf16, saved_at, bad)
+                    if rank == 0:
+                        log.error(message)
+                        _add_metrics_row(metrics_path, {"epoch": epoch + 1, "loss": loss,
+                                                        "status": f"non-finite loss at step {step}"})
+                    raise NonFiniteLoss(message)
                 for k, v in {"loss": loss, **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
@@ -419,8 +436,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
             save(epoch + 1, 0)
             if rank == 0:
                 row = {"epoch": epoch + 1, **{k: v / max(n_steps, 1) for k, v in sums.items()}, "lr": lr,
-                       "seconds": seconds, "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds}
-                _append_metrics(metrics_path, row)
+                       "seconds": seconds, "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds,
+                       "status": "complete"}
+                _add_metrics_row(metrics_path, row)
                 log.info(json.dumps(row))
                 if tb is not None:
                     for k, v in row.items():
@@ -440,9 +458,22 @@ def _loader(data: TrainingSet, plan: list[np.ndarray], first: int, num_workers: 
                                        prefetch_factor=2)
 
 
-def _append_metrics(path: Path, row: dict) -> None:
-    frame = pd.DataFrame([row])
-    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+def _write_metrics(path: Path, frame: pd.DataFrame) -> None:
+    write_atomic(path, lambda f: frame.to_csv(f, index=False))
+
+
+def _add_metrics_row(path: Path, row: dict) -> None:
+    """Add one epoch's row to RUN/metrics.csv (rewritten whole and atomically: columns may differ by row)."""
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    _write_metrics(path, pd.concat([old, pd.DataFrame([row])], ignore_index=True))
+
+
+def _drop_metrics_after(path: Path, epoch: int) -> None:
+    """On resume from the end of `epoch`: drop rows of later epochs (a stopped epoch is about to run again)."""
+    if path.exists():
+        old = pd.read_csv(path)
+        if (old["epoch"] > epoch).any():
+            _write_metrics(path, old[old["epoch"] <= epoch])
 
 
 def _tensorboard(out: Path):
@@ -483,6 +514,9 @@ def run(args: argparse.Namespace) -> int:
     except Preempted as stopped:
         print(f"anatcl pretrain: {stopped}", file=sys.stderr)
         return 143
+    except NonFiniteLoss as err:
+        print(f"anatcl pretrain: {err}", file=sys.stderr)
+        return 1
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -61,8 +61,9 @@ from anatcl_core.data.augment import center_crop
 from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss
+from anatcl_core.precision import has_native_bf16, use_bf16
 from anatcl_core.pretrain import (PretrainConfig, TrainingSet, epoch_plan, make_views, step_generator, train_step,
-                                  training_crop, use_bf16)
+                                  training_crop)
 
 PAPER_EPOCHS, PAPER_SUBJECTS, PAPER_VIEWS = 300, 3227, 2
 PAPER_GRID = (121, 145, 121)                      # the projection is only meaningful at the real grid
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     cuda = device.type == "cuda"
-    native_bf16 = use_bf16(device, None)
+    native_bf16 = has_native_bf16(device)
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     args.embed_subjects = args.embed_subjects or args.batch
     default_variants = ("fp32,fp32-cl,bf16,bf16-cl,bf16-cl-compile,bf16-cl-compile-resident" if cuda
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         groups.setdefault(bf16_grid if v.bf16 else grid, []).append(v)
     parts = set(args.parts.split(","))
-    default_name = "bf16-cl" if native_bf16 else "fp32-cl"   # PretrainConfig / embed_volumes defaults
+    default_name = "fp32-cl"   # PretrainConfig / embed_volumes defaults (anatcl_core.precision)
 
     header = (f"torch {torch.__version__}, python {platform.python_version()}, device {device}"
               + (f" ({torch.cuda.get_device_name(device)})" if cuda else
