@@ -3,7 +3,8 @@
 The chapters in `book/` are committed without outputs. Each run copies the book sources into
 `<build>/source/`, executes the notebooks there in `_toc.yml` order (so pretraining runs before the chapters
 that read its checkpoints) with the chapter's parameters injected, then renders `<build>/html` with
-execution off. A failing cell stops the build and names the chapter and the cell.
+execution off. A failing cell stops the build and names the chapter and the cell. The chapters' kernels run
+with the CPU caps of `anatcl_core.precision.REPRODUCIBLE_CPU_ENV`, so AVX2 and AVX-512 machines compute alike.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from anatcl_core.precision import apply_reproducible_cpu_env
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
@@ -74,6 +77,7 @@ def collapse_parameters(notebook: Path) -> None:
 def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
     """Execute all chapters with the given parameters and render HTML; returns the html folder."""
     params = load_params(params_path)
+    apply_reproducible_cpu_env()       # the chapters' kernels compute alike on AVX2 and AVX-512 CPUs
     build_dir = Path(build_dir or params.get("build_dir", REPO / "_build")).resolve()
     source = build_dir / "source"
     if source.exists():

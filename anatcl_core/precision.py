@@ -19,8 +19,8 @@ The policy, for training (`anatcl pretrain`) and embedding (`anatcl embed`) alik
 Numbers across CPU kinds: oneDNN, ATen and MKL pick AVX2 or AVX-512 kernels from the CPU's flags, and those
 sum in different orders, so fp32 results differ in the last bits between CPU kinds and training amplifies the
 difference. `REPRODUCIBLE_CPU_ENV` caps all three at AVX2, the instruction set both machine kinds of this
-project have; `anatcl book` and the test suite set it (a variable the user already set wins). It must be in
-the environment before torch starts, so it cannot be switched on from inside a running process. Results are
+project have; `anatcl book` and the test suite set it (a variable the user already set wins). torch reads
+the variables at its first kernel, so they cannot be changed in a process that has computed anything. Results are
 then the same on both kinds for the same thread count; oneDNN's kernels may still differ with the thread
 count or cache sizes of other machines, so compare runs made with the same number of threads.
 """
@@ -34,6 +34,16 @@ from anatcl_core.distributed import is_distributed
 
 #: Caps the CPU kernels of oneDNN (convolutions), ATen (everything else) and MKL (matrix products) at AVX2.
 REPRODUCIBLE_CPU_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def apply_reproducible_cpu_env() -> None:
+    """Set `REPRODUCIBLE_CPU_ENV` in this process's environment where the user has not set the variable.
+
+    Effective for processes started afterwards (the book's notebook kernels, test subprocesses), and for this
+    one until torch runs its first kernel: importing torch is fine, computing is too late.
+    """
+    for name, value in REPRODUCIBLE_CPU_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def resolve_device(name: str) -> torch.device:

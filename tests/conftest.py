@@ -1,9 +1,18 @@
-"""Shared fixtures: a tiny cohort on a coarse grid whose images and tables both carry age."""
-import numpy as np
+"""Shared fixtures: a tiny cohort on a coarse grid whose images and tables both carry age.
+
+Before any kernel runs: cap the CPU kernels as `anatcl book` does (anatcl_core/precision.py), so the suite
+computes the same numbers on AVX2 and AVX-512 machines (torch reads the variables at its first kernel, not at
+import; tests/test_precision.py checks that they took effect).
+"""
+from anatcl_core.precision import apply_reproducible_cpu_env
+
+apply_reproducible_cpu_env()
+
+import numpy as np  # noqa: E402
 import pandas as pd
 import pytest
 
-from anatcl_core.data.cohort import write_cohort
+from anatcl_core.data.cohort import write_cohort  # noqa: E402
 
 TINY_SHAPE = (16, 20, 16)          # 9 mm voxels over the MNI field of view: enough for five stride-2 stages
 TINY_AFFINE = np.array([[-9.0, 0, 0, 72], [0, 9.0, 0, -90], [0, 0, 9.0, -72], [0, 0, 0, 1]])
