@@ -85,3 +85,33 @@ def plot_comparison(table: pd.DataFrame, ax=None):
         ax.legend(loc="upper right")
     ax.set_xlabel(f"age MAE on {table.attrs.get('n_test', '?')} held-out subjects (years; 95 % bootstrap interval)")
     return ax
+
+
+def describe_comparison(table: pd.DataFrame) -> str:
+    """`compare_encoders`' table -> Markdown sentences that state what this table shows, for prose that must
+    follow the run it sits under (another machine or seed gives other digits, and possibly other verdicts).
+
+    An encoder is "better" or "worse" than the reference only when its paired 95 % interval excludes zero.
+    """
+    def name(encoder: str) -> str:
+        return f"**{encoder}**"
+
+    median = table.loc["training median", "mae"] if "training median" in table.index else None
+    encoders = table.drop(index="training median", errors="ignore")
+    parts = []
+    if median is not None:
+        beat = [e for e in encoders.index if encoders.loc[e, "high"] < median]
+        parts.append(f"{len(beat)} of {len(encoders)} encoders beat always answering the training median "
+                     f"({median:.1f} years) with intervals clear of it.")
+    reference = table.attrs.get("reference")
+    if reference in encoders.index and "paired_low" in table:
+        others = encoders.drop(index=reference).sort_values("minus_reference")
+        groups = {"better than": others[others["paired_high"] < 0], "worse than": others[others["paired_low"] > 0],
+                  "not distinguishable from": others[(others["paired_low"] <= 0) & (others["paired_high"] >= 0)]}
+        for verdict, rows in groups.items():
+            if len(rows):
+                cells = ", ".join(f"{name(e)} ({r.minus_reference:+.1f}, {r.paired_low:+.1f} to {r.paired_high:+.1f})"
+                                  for e, r in rows.iterrows())
+                parts.append(f"On the same subjects, {verdict} {reference} ({encoders.loc[reference, 'mae']:.1f} "
+                             f"years; difference in years, paired 95 % interval): {cells}.")
+    return " ".join(parts)

@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -40,13 +37,14 @@ from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
 from anatcl_core.precision import (bf16_autocast, cpu_description, fp32_region, precision_name, resolve_device,
                                    use_bf16)
+from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, add_metrics_row, drop_metrics_after,
+                                      log, non_finite_message, setup_logging, stop_agreed, tensorboard_writer)
 
 METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
 # Fields that may change between a run and its resumption without changing what is being trained.
 # Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
                   "cohort", "progress", "amp")
-log = logging.getLogger("anatcl.pretrain")
 
 
 @dataclass
@@ -242,66 +240,6 @@ def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return (shape[0], round(shape[1] * 128 / 145), shape[2])
 
 
-class Preempted(Exception):
-    """Raised by `pretrain` after SIGTERM, once the checkpoint is written: callers that loop over runs stop too.
-
-    `anatcl pretrain` turns it into exit status 143 (128 + SIGTERM), so a scheduler sees an unfinished job.
-    """
-
-    def __init__(self, checkpoint: Path, epoch: int, step: int):
-        super().__init__(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint {checkpoint}, "
-                         "rerun with --resume to continue")
-        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
-
-
-class NonFiniteLoss(FloatingPointError):
-    """Raised by `pretrain` when a step's loss is NaN or infinite; the message names the run, the step, the
-    precision and the likely causes. The checkpoint on disk is the last good one, untouched."""
-
-
-def non_finite_message(cfg: PretrainConfig, epoch: int, step: int, bf16: bool, saved_at: tuple[int, int] | None,
-                       bad_subjects: list[str]) -> str:
-    """The error of a non-finite loss: what stopped, what is kept, and what to try, most likely cause first."""
-    kept = (f"{Path(cfg.out) / 'checkpoint.pth'} (epoch {saved_at[0]}, step {saved_at[1]}) is kept unchanged"
-            if saved_at else "no checkpoint had been written yet")
-    if bad_subjects:
-        causes = (f"the input is at fault: non-finite voxels in {', '.join(bad_subjects[:5])}"
-                  f"{' and others' if len(bad_subjects) > 5 else ''} of cohort {cfg.cohort}; fix or drop them")
-    elif bf16:
-        causes = "likely causes: bf16 autocast (rerun with --no-amp --resume), or a learning rate too high "                  f"(--lr, now {cfg.lr:g}; the paper: 1e-4)"
-    else:
-        causes = f"likely cause: a learning rate too high for this batch (--lr, now {cfg.lr:g}; the paper: 1e-4)"
-    return (f"{cfg.method}: non-finite loss at epoch {epoch} step {step} under {precision_name(bf16)}; {kept}; "
-            f"{causes}")
-
-
-def stop_agreed(requested: bool, world: int, device: torch.device) -> bool:
-    """True on every rank as soon as any rank was asked to stop (one scalar all-reduce per step).
-
-    Ranks must leave the loop at the same step: a rank that stopped alone would leave the others waiting
-    forever in the next gradient all-reduce, and a scheduler may signal the ranks at different moments.
-    """
-    if world == 1:
-        return requested
-    flag = torch.tensor([float(requested)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-class _StopRequest:
-    """SIGTERM (cluster preemption, `kill`) asks for a checkpoint at the next step, then `Preempted`."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
     now = cfg.to_dict()
     # a field added after the run was saved had its default value then (e.g. width 64 before widths existed)
@@ -312,16 +250,6 @@ def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
         lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ValueError(f"{path}: cannot resume, the configuration differs from the saved run ({lines}); "
                          "use a new --out or the same settings")
-
-
-def setup_logging(out: Path, rank: int) -> None:
-    if rank != 0 or any(isinstance(h, logging.FileHandler) and h.baseFilename == str(out / "train.log")
-                        for h in log.handlers):
-        return
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
@@ -369,7 +297,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         saved_at = (start_epoch, start_step)
         log.info("resumed from %s at epoch %d step %d", ckpt_path, start_epoch, start_step)
         if rank == 0:
-            _drop_metrics_after(out / "metrics.csv", start_epoch)
+            drop_metrics_after(out / "metrics.csv", start_epoch)
     elif cfg.resume:
         log.info("--resume given but %s does not exist: starting a new run", ckpt_path)
     if rank == 0:
@@ -395,9 +323,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
                         normaliser=normaliser.state_dict() if normaliser else {}, age_stats=list(age_stats),
                         rows=torch.as_tensor(rows))
 
-    stop = _StopRequest()
+    stop = StopRequest()
     metrics_path = out / "metrics.csv"
-    tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    tb = tensorboard_writer(out) if cfg.tensorboard and rank == 0 else None
     try:
         for epoch in range(start_epoch, cfg.epochs):
             plan = epoch_plan(len(data), cfg.batch_size, cfg.seed, epoch, rank, world)
@@ -419,7 +347,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                     message = non_finite_message(cfg, epoch, step, bf16, saved_at, bad)
                     if rank == 0:
                         log.error(message)
-                        _add_metrics_row(metrics_path, {"epoch": epoch + 1, "loss": loss,
+                        add_metrics_row(metrics_path, {"epoch": epoch + 1, "loss": loss,
                                                         "status": f"non-finite loss at step {step}"})
                     raise NonFiniteLoss(message)
                 for k, v in {"loss": loss, **terms}.items():
@@ -438,7 +366,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 row = {"epoch": epoch + 1, **{k: v / max(n_steps, 1) for k, v in sums.items()}, "lr": lr,
                        "seconds": seconds, "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds,
                        "status": "complete"}
-                _add_metrics_row(metrics_path, row)
+                add_metrics_row(metrics_path, row)
                 log.info(json.dumps(row))
                 if tb is not None:
                     for k, v in row.items():
@@ -456,33 +384,6 @@ def _loader(data: TrainingSet, plan: list[np.ndarray], first: int, num_workers: 
     reader = _BatchReader(data, plan[first:])
     return torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=True,
                                        prefetch_factor=2)
-
-
-def _write_metrics(path: Path, frame: pd.DataFrame) -> None:
-    write_atomic(path, lambda f: frame.to_csv(f, index=False))
-
-
-def _add_metrics_row(path: Path, row: dict) -> None:
-    """Add one epoch's row to RUN/metrics.csv (rewritten whole and atomically: columns may differ by row)."""
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    _write_metrics(path, pd.concat([old, pd.DataFrame([row])], ignore_index=True))
-
-
-def _drop_metrics_after(path: Path, epoch: int) -> None:
-    """On resume from the end of `epoch`: drop rows of later epochs (a stopped epoch is about to run again)."""
-    if path.exists():
-        old = pd.read_csv(path)
-        if (old["epoch"] > epoch).any():
-            _write_metrics(path, old[old["epoch"] <= epoch])
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed: --tensorboard ignored")
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 # ----------------------------------------------------------------------------- command line

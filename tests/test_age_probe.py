@@ -1,5 +1,6 @@
 """The held-out age probe that checks whether pretrained encoders learned and differ."""
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +104,22 @@ def test_age_check_scores_every_subject_pretraining_did_not_see(tmp_path):
     untrained = embed_volumes(AnatCLModel(width=8), cohort.volumes, progress=False)
     age = cohort.participants["age"].to_numpy(float)
     assert table.loc["random init", "mae"] == pytest.approx(held_out_age_errors(untrained, age, rows, held_out).mean())
+
+
+def test_describe_comparison_states_the_verdicts_this_table_supports():
+    from anatcl_core.age_probe import describe_comparison
+    rows = {"training median": (13.6, 12.0, 15.0, None, None, None),
+            "simclr": (8.5, 7.5, 9.5, 0.0, 0.0, 0.0),
+            "l1": (6.7, 5.9, 7.6, -1.8, -2.9, -0.8),          # interval below zero: better
+            "expw": (7.8, 6.9, 8.8, -0.7, -1.9, 0.5),         # across zero: not distinguishable
+            "random init": (9.9, 8.8, 14.0, 1.4, 0.2, 3.3)}   # above zero: worse; its high end overlaps the median
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["mae", "low", "high", "minus_reference",
+                                                                   "paired_low", "paired_high"])
+    table.attrs.update(reference="simclr", n_train=100, n_test=56)
+    text = describe_comparison(table)
+    assert "3 of 4 encoders beat always answering the training median (13.6 years)" in text
+    assert "better than simclr (8.5 years; difference in years, paired 95 % interval): **l1** (-1.8, -2.9 to -0.8)." in text
+    assert "worse than simclr" in text and "**random init** (+1.4, +0.2 to +3.3)" in text
+    assert "not distinguishable from simclr" in text and "**expw** (-0.7, -1.9 to +0.5)" in text
+    table.attrs["reference"] = None                        # no reference: only the median sentence
+    assert describe_comparison(table).count("simclr") == 0
