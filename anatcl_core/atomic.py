@@ -29,3 +29,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Create `folder` if needed and make sure files can be written in it, before any long computation.
+
+    Raises a ValueError naming `what` (e.g. "--out") and the folder, instead of failing at the end of the work.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{what} {folder}: cannot create the folder ({err.strerror})") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {folder}: not a writable folder; choose a folder you can write to")
+    return folder

@@ -82,6 +82,9 @@ def _read(path: Path, map_location) -> Any:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):      # random bytes, an HTML error page, a text file, ...
+            raise CheckpointError(f"{path}: not a torch checkpoint (its bytes are neither a torch.save archive nor "
+                                  "a pickle); expected a file written by torch.save") from None
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects that would run code when unpickled "
             f"(torch.load(weights_only=True) only accepts tensors and plain containers). If you trust the file, "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.checkpoints import load_checkpoint, load_released
 from anatcl_core.data.augment import center_crop
 from anatcl_core.data.cohort import Cohort
@@ -22,10 +22,14 @@ from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
 from anatcl_core.pretrain import training_crop
 
 
+class NonFiniteVolumes(ValueError):
+    """Volumes holding NaN or infinite voxels: their features would be NaN, so they are refused by name."""
+
+
 @torch.inference_mode()
 def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
                   amp: bool = False, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
-                  compile: bool = False, progress: bool = True) -> np.ndarray:
+                  compile: bool = False, progress: bool = True, ids: list[str] | None = None) -> np.ndarray:
     """volumes: [N, X, Y, Z] (array or memmap) -> [N, model.embed_dim] float32 encoder features (head dropped;
     512 for the paper's ResNet-18, 8 x width in general).
 
@@ -34,8 +38,10 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
     `anatcl_core.precision`).
     `compile=True` runs the encoder through `torch.compile` with inductor's freezing (BatchNorm folded into
     the convolutions, weights pre-packed): it pays a one-off compilation of tens of seconds, so it is worth it
-    for large cohorts only.
+    for large cohorts only. A volume with a NaN or infinite voxel is an error naming it (by `ids`, if given).
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     dev = resolve_device(device)
     model = model.to(dev).eval()
     if channels_last:
@@ -46,6 +52,11 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
     features = np.empty((len(volumes), model.embed_dim), dtype=np.float32)
     for start in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
         block = np.asarray(volumes[start:start + batch_size], dtype=np.float32)
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if not finite.all():
+            bad = [ids[start + i] if ids is not None else f"row {start + i}" for i in np.flatnonzero(~finite)]
+            raise NonFiniteVolumes(f"non-finite voxels in {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}:"
+                             " expected finite grey-matter values; fix or drop these volumes")
         x = center_crop(torch.from_numpy(block).unsqueeze(1).to(dev), crop)
         check_volume_batch(x)
         if compile and len(block) < batch_size:
@@ -65,7 +76,10 @@ def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | 
         model = load_checkpoint(model)
     if not isinstance(cohort, Cohort):
         cohort = Cohort.open(cohort)
-    return embed_volumes(model, cohort.volumes, **kwargs)
+    try:
+        return embed_volumes(model, cohort.volumes, ids=cohort.participants["participant_id"].tolist(), **kwargs)
+    except NonFiniteVolumes as err:
+        raise NonFiniteVolumes(f"{cohort.path / 'vbm.npy'}: {err}") from None
 
 
 def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
@@ -74,14 +88,15 @@ def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from anatcl_core.cli import int_at_least
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
     source.add_argument("--released", choices=("global", "local"), help="download the authors' weights")
-    parser.add_argument("--fold", type=int, default=0, help="fold of the released weights (0-4)")
+    parser.add_argument("--fold", type=int, choices=range(5), default=0, help="fold of the released weights (0-4)")
     parser.add_argument("--cohort", required=True, help="cohort folder (layout of DESIGN.md)")
     parser.add_argument("--out", required=True,
                         help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (default: fp32, the same numbers on every machine)")
@@ -90,8 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_folder(Path(args.out).resolve().parent, "--out")
+    cohort = Cohort.open(args.cohort)                  # before the model: a bad cohort costs no download
     model = load_released(args.released, args.fold) if args.released else load_checkpoint(args.checkpoint)
-    features = embed_cohort(model, args.cohort, batch_size=args.batch_size, device=args.device, amp=args.amp,
+    features = embed_cohort(model, cohort, batch_size=args.batch_size, device=args.device, amp=args.amp,
                             compile=args.compile)
     print(f"wrote {save_features(args.out, features)}: {features.shape[0]} subjects x {features.shape[1]} features")
     return 0

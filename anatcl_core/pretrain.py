@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from anatcl_core.anatomy import RangeNormaliser, rbf_kernel, select_measures
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.checkpoints import save_checkpoint
 from anatcl_core.data import augment
 from anatcl_core.data.cohort import Cohort
@@ -37,14 +37,26 @@ from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
 from anatcl_core.precision import (bf16_autocast, cpu_description, fp32_region, precision_name, resolve_device,
                                    use_bf16)
-from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, add_metrics_row, drop_metrics_after,
-                                      log, non_finite_message, setup_logging, stop_agreed, tensorboard_writer)
+from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, claim_run_folder, history_from_csv, log,
+                                      non_finite_message, setup_logging, stop_agreed, tensorboard_writer,
+                                      write_metrics)
 
 METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
 # Fields that may change between a run and its resumption without changing what is being trained.
 # Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
-                  "cohort", "progress", "amp")
+                  "cohort", "progress", "amp", "overwrite")
+# field -> (test, what is expected): checked before any work, so a typo costs nothing
+_RANGES = {
+    "width": (lambda v: v >= 1, ">= 1 (64 for the paper's ResNet-18)"), "feat_dim": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 2, ">= 2 (a contrastive batch needs pairs)"),
+    "lr": (lambda v: 0 < v < 1, "in (0, 1); the paper: 1e-4"), "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "lr_step_epochs": (lambda v: v >= 1, ">= 1"), "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "temperature": (lambda v: v > 0, "> 0"), "sigma": (lambda v: v > 0, "> 0 (years)"),
+    "lambda_age": (lambda v: v >= 0, ">= 0"), "lambda_anat": (lambda v: v >= 0, ">= 0"),
+    "n_folds": (lambda v: v >= 2, ">= 2"), "seed": (lambda v: v >= 0, ">= 0"),
+    "max_steps_per_epoch": (lambda v: v >= 0, ">= 0 (0: every batch)"), "num_workers": (lambda v: v >= 0, ">= 0"),
+}
 
 
 @dataclass
@@ -82,10 +94,19 @@ class PretrainConfig:
     tensorboard: bool = False
     progress: bool = True
     resume: bool = False
+    overwrite: bool = False         # replace the run in `out` (its files only) instead of refusing
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name, (ok, expected) in _RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+                raise ValueError(f"{name.replace('_', '-')}: expected {expected}, got {value!r}")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold: expected 0 to {self.n_folds - 1} (n-folds {self.n_folds}), got {self.fold}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
         if self.n_views < 1 or (self.method == "simclr" and self.n_views < 2):
             raise ValueError(f"n_views must be >= 1 (>= 2 for simclr, whose only positives are other views), "
                              f"got {self.n_views}")
@@ -259,12 +280,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cohort = Cohort.open(cfg.cohort)             # a bad cohort is refused before the run folder is touched
+    fingerprint = cohort.fingerprint()
+    out = check_writable_folder(cfg.out, "--out")
+    removed = claim_run_folder(out, cfg.resume, cfg.overwrite) if rank == 0 else []
     setup_logging(out, rank)
-    ckpt_path = out / "checkpoint.pth"
-
-    cohort = Cohort.open(cfg.cohort)
+    if removed:
+        log.info("removed from %s: %s", out, ", ".join(removed))
+    ckpt_path, metrics_path = out / "checkpoint.pth", out / "metrics.csv"
     folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed) if rank == 0 else None
     if world > 1:
         dist.barrier()                           # rank 0 wrote the folds file; the others read it now
@@ -287,17 +310,25 @@ def pretrain(cfg: PretrainConfig) -> Path:
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step_epochs, cfg.lr_gamma)
     start_epoch, start_step, saved_at = 0, 0, None
+    history: list[dict] = []                     # one row per finished epoch, saved in every checkpoint
+    partial: dict = {}                           # sums of an epoch stopped by SIGTERM, continued on resume
     if cfg.resume and ckpt_path.exists():
         saved = torch.load(ckpt_path, map_location=device, weights_only=True)
         _check_resumable(saved["config"], cfg, ckpt_path)
+        if saved.get("cohort_fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"{ckpt_path}: cannot resume, --cohort {cfg.cohort} is not the cohort this run trained "
+                             f"on (content fingerprint {fingerprint}, saved {saved['cohort_fingerprint']}); give "
+                             "that cohort, or a new --out")
         net.load_state_dict(saved["net"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         start_epoch, start_step = saved["epoch"], saved["step"]
         saved_at = (start_epoch, start_step)
+        history = list(saved["history"]) if "history" in saved else history_from_csv(metrics_path, start_epoch)
+        partial = dict(saved.get("partial", {}))
         log.info("resumed from %s at epoch %d step %d", ckpt_path, start_epoch, start_step)
         if rank == 0:
-            drop_metrics_after(out / "metrics.csv", start_epoch)
+            write_metrics(metrics_path, history)  # the checkpoint's history wins over whatever the CSV says
     elif cfg.resume:
         log.info("--resume given but %s does not exist: starting a new run", ckpt_path)
     if rank == 0:
@@ -312,7 +343,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                                                   find_unused_parameters=cfg.method == "l1")
     step_fn = torch.compile(net) if cfg.compile else net
 
-    def save(epoch: int, step: int) -> None:
+    def save(epoch: int, step: int, partial_epoch: dict | None = None) -> None:
         nonlocal saved_at
         saved_at = (epoch, step)
         if rank != 0:
@@ -321,10 +352,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
         save_checkpoint(ckpt_path, model, net=bare.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), epoch=epoch, step=step, config=cfg.to_dict(),
                         normaliser=normaliser.state_dict() if normaliser else {}, age_stats=list(age_stats),
-                        rows=torch.as_tensor(rows))
+                        rows=torch.as_tensor(rows), cohort_fingerprint=fingerprint, history=history,
+                        partial=partial_epoch or {})
 
     stop = StopRequest()
-    metrics_path = out / "metrics.csv"
     tb = tensorboard_writer(out) if cfg.tensorboard and rank == 0 else None
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -333,8 +364,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 plan = plan[:cfg.max_steps_per_epoch]
             first = start_step if epoch == start_epoch else 0
             net.train()
-            sums: dict[str, float] = {}
-            n_steps, t0 = 0, time.perf_counter()
+            resumed = partial if epoch == start_epoch and first else {}
+            sums: dict[str, float] = dict(resumed.get("sums", {}))
+            n_steps, t0 = int(resumed.get("n_steps", 0)), time.perf_counter() - float(resumed.get("seconds", 0.0))
             loader = _loader(data, plan, first, cfg.num_workers)
             bar = tqdm(loader, total=len(plan) - first, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
                        disable=rank != 0 or not cfg.progress, leave=False)
@@ -347,30 +379,30 @@ def pretrain(cfg: PretrainConfig) -> Path:
                     message = non_finite_message(cfg, epoch, step, bf16, saved_at, bad)
                     if rank == 0:
                         log.error(message)
-                        add_metrics_row(metrics_path, {"epoch": epoch + 1, "loss": loss,
-                                                        "status": f"non-finite loss at step {step}"})
+                        write_metrics(metrics_path, history + [{"epoch": epoch + 1, "loss": loss,
+                                                                "status": f"non-finite loss at step {step}"}])
                     raise NonFiniteLoss(message)
                 for k, v in {"loss": loss, **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if stop_agreed(stop.requested, world, device):
-                    save(epoch, step + 1)
+                    save(epoch, step + 1, {"sums": sums, "n_steps": n_steps, "seconds": time.perf_counter() - t0})
                     log.info("SIGTERM: checkpoint written at epoch %d step %d", epoch, step + 1)
                     raise Preempted(ckpt_path, epoch, step + 1)
             seconds = time.perf_counter() - t0
-            lr = optimizer.param_groups[0]["lr"]
+            history.append({"epoch": epoch + 1, **{k: v / max(n_steps, 1) for k, v in sums.items()},
+                            "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                            "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds, "status": "complete"})
             scheduler.step()
-            save(epoch + 1, 0)
+            save(epoch + 1, 0)                   # the checkpoint first: metrics.csv is rewritten from it
             if rank == 0:
-                row = {"epoch": epoch + 1, **{k: v / max(n_steps, 1) for k, v in sums.items()}, "lr": lr,
-                       "seconds": seconds, "volumes_per_s": n_steps * cfg.batch_size * cfg.n_views / seconds,
-                       "status": "complete"}
-                add_metrics_row(metrics_path, row)
-                log.info(json.dumps(row))
+                write_metrics(metrics_path, history)
+                log.info(json.dumps(history[-1]))
                 if tb is not None:
-                    for k, v in row.items():
-                        tb.add_scalar(k, v, epoch + 1)
+                    for k, v in history[-1].items():
+                        if k != "status":
+                            tb.add_scalar(k, v, epoch + 1)
     finally:
         stop.restore()
         if tb is not None:
@@ -415,9 +447,6 @@ def run(args: argparse.Namespace) -> int:
     except Preempted as stopped:
         print(f"anatcl pretrain: {stopped}", file=sys.stderr)
         return 143
-    except NonFiniteLoss as err:
-        print(f"anatcl pretrain: {err}", file=sys.stderr)
-        return 1
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -427,9 +456,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m anatcl_core.pretrain", description=__doc__.splitlines()[0])
+    """`python -m anatcl_core.pretrain` (what torchrun starts): the same flags and errors as `anatcl pretrain`."""
+    from anatcl_core.cli import OneLineParser, guarded
+    parser = OneLineParser(prog="python -m anatcl_core.pretrain", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return guarded(parser.prog, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Also here: the `anatcl probe` command and the on-disk cache of embeddings it rea
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.tasks import METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
 log = logging.getLogger(__name__)
@@ -451,20 +450,13 @@ def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: 
 
 # ----------------------------------------------------------------------------- embedding cache
 
-def _fingerprint(cohort: Any) -> str:
-    """Digest of a cohort folder's participants.tsv and meta.json: changes when the cohort is regenerated."""
-    digest = hashlib.sha256()
-    for name in ("participants.tsv", "meta.json"):
-        digest.update((Path(cohort.path) / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
 @dataclass
 class EmbeddingCache:
     """Embeddings of cohorts by checkpoints, cached as `<root>/<checkpoint sha256 prefix>/<cohort>.npy`.
 
-    A `<cohort>.source` file beside each array records the cohort's fingerprint, so a regenerated cohort
-    of the same name is embedded again. The encoder is loaded only when some cohort is not cached.
+    A `<cohort>.source` file beside each array records the cohort's content fingerprint
+    (`Cohort.fingerprint`: tables in full, volumes sampled), so a regenerated cohort of the same name, or one
+    whose volumes were replaced, is embedded again. The encoder is loaded only when some cohort is not cached.
     `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=)` default to
     `anatcl_core.checkpoints.load_checkpoint` and `anatcl_core.embed.embed_cohort`.
     """
@@ -486,7 +478,7 @@ class EmbeddingCache:
         for name, cohort in cohorts.items():
             path = self.path_for(checkpoint, name)
             source = path.with_suffix(".source")
-            fingerprint = _fingerprint(cohort)
+            fingerprint = cohort.fingerprint()
             if path.exists() and source.exists() and source.read_text().strip() == fingerprint:
                 out[name] = np.load(path)
                 continue
@@ -519,20 +511,28 @@ _SPEC = re.compile(r"^(?P<method>[\w.-]+)(?::(?P<fold>\d+))?=(?P<path>.+)$")
 def parse_checkpoint(spec: str) -> tuple[str, int, Path]:
     """'METHOD[:FOLD]=PATH' or 'PATH' -> (method id, fold, path).
 
-    Without a prefix the method is the first path component equal to a known method id (else the file
-    stem) and the fold the number in a 'fold<k>' component (else 0).
+    Without a prefix the method is the first path component that is, or starts with, a known method id
+    followed by '-' or '_' (so `runs/yaware-fold2/checkpoint.pth`, the layout `anatcl pretrain` writes, is
+    yaware fold 2), else the file's folder when the stem says nothing ('checkpoint', 'weights', ...), else the
+    stem; the fold is the number in a 'fold<k>' component (else 0).
     """
     match = _SPEC.match(spec)
     if match and not Path(spec).exists():
         return match["method"], int(match["fold"] or 0), Path(match["path"])
     path = Path(spec)
     parts = [p.lower() for p in path.with_suffix("").parts]
-    method = next((p for p in parts if p in METHOD_LABELS), path.stem)
+    def known(part: str) -> str | None:
+        ids = [m for m in METHOD_LABELS if part == m or part.startswith((f"{m}-", f"{m}_"))]
+        return max(ids, key=len) if ids else None   # 'anatcl-local-fold0' is anatcl-local
+    generic = path.stem.lower() in ("checkpoint", "weights", "last", "best", "model")
+    fallback = path.parent.name if generic and path.parent.name else path.stem
+    method = next((m for p in parts if (m := known(p))), fallback)
     fold = next((int(m[1]) for p in parts for m in [re.search(r"fold[_-]?(\d+)", p)] if m), 0)
     return method, fold, path
 
 
 def add_arguments(parser: Any) -> None:
+    from anatcl_core.cli import int_at_least
     parser.add_argument("--checkpoint", nargs="+", required=True, metavar="[METHOD[:FOLD]=]PATH",
                         help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
     parser.add_argument("--data", required=True, type=Path, help="folder holding one cohort folder per dataset")
@@ -540,10 +540,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results CSV (one row per method, fold, task)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding cache folder (default: 'embedding_cache' beside --out)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles")
-    parser.add_argument("--n-splits", type=int, default=5, help="outer cross-validation folds")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
+    parser.add_argument("--n-splits", type=int_at_least(2), default=5, help="outer cross-validation folds")
     parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
-    parser.add_argument("--batch-size", type=int, default=8, help="volumes per forward pass when embedding")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
 
 
 def run(args: Any) -> int:
@@ -551,14 +551,23 @@ def run(args: Any) -> int:
     from anatcl_core.data.cohort import Cohort
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
+    check_writable_folder(Path(args.out).resolve().parent, "--out")
     names = list(dict.fromkeys(t.cohort for t in tasks))
     cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
     for name in sorted(set(names) - set(cohorts)):
         log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
     cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
     embeddings = {}
-    for spec in args.checkpoint:
+    named: dict[tuple[str, int], Path] = {}
+    for spec in args.checkpoint:                     # every name checked before anything is embedded
         method, fold, path = parse_checkpoint(spec)
+        if not path.is_file():
+            raise FileNotFoundError(2, "no such checkpoint file", str(path))
+        if (method, fold) in named:
+            raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
+                             f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")
+        named[(method, fold)] = path
+    for (method, fold), path in named.items():
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
                              n_splits=args.n_splits, seed=args.seed)

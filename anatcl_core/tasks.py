@@ -219,7 +219,7 @@ def select_tasks(ids: list[str] | tuple[str, ...] | None) -> list[TaskSpec]:
         return list(TASKS.values())
     unknown = [i for i in ids if i not in TASKS]
     if unknown:
-        raise KeyError(f"unknown task id(s) {unknown}; known: {list(TASKS)}")
+        raise ValueError(f"unknown task id(s) {unknown}; known: {list(TASKS)}")
     return [TASKS[i] for i in ids]
 
 

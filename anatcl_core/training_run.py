@@ -1,13 +1,16 @@
 """A pretraining run's folder and how a run stops: train.log, metrics.csv, SIGTERM and non-finite losses.
 
-RUN/metrics.csv has one row per epoch, rewritten whole and atomically (a kill never leaves half a row);
-`status` is "complete", or says where the epoch stopped. A run stops in one of two ways besides finishing:
+RUN/metrics.csv has one row per epoch, rewritten whole and atomically from the history the checkpoint carries
+(a kill never leaves half a row, and a resumed run rewrites it from its checkpoint); `status` is "complete", or
+says where the epoch stopped. A folder holds one run: starting another there needs --overwrite. A run stops in one of two ways besides finishing:
 SIGTERM (`Preempted`, after a checkpoint at the next step; `--resume` continues exactly) and a non-finite
 loss (`NonFiniteLoss`, the last good checkpoint untouched).
 """
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,22 +99,63 @@ def setup_logging(out: Path, rank: int) -> None:
     log.setLevel(logging.INFO)
 
 
-def _write_metrics(path: Path, frame: pd.DataFrame) -> None:
-    write_atomic(path, lambda f: frame.to_csv(f, index=False))
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """RUN/metrics.csv from the run's history (one dict per epoch; the checkpoint holds the same list), rewritten
+    whole and atomically: it never disagrees with the checkpoint for longer than one write."""
+    write_atomic(path, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
 
 
-def add_metrics_row(path: Path, row: dict) -> None:
-    """Add one epoch's row to RUN/metrics.csv (rewritten whole and atomically: columns may differ by row)."""
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    _write_metrics(path, pd.concat([old, pd.DataFrame([row])], ignore_index=True))
+def history_from_csv(path: Path, epochs_done: int) -> list[dict]:
+    """The history of a run saved before checkpoints carried it: metrics.csv rows of the finished epochs."""
+    if not path.exists():
+        return []
+    frame = pd.read_csv(path)
+    frame = frame[frame["epoch"] <= epochs_done].drop_duplicates("epoch", keep="last")
+    return [{k: v for k, v in row.items() if pd.notna(v)} for row in frame.to_dict("records")]
 
 
-def drop_metrics_after(path: Path, epoch: int) -> None:
-    """On resume from the end of `epoch`: drop rows of later epochs (a stopped epoch is about to run again)."""
-    if path.exists():
-        old = pd.read_csv(path)
-        if (old["epoch"] > epoch).any():
-            _write_metrics(path, old[old["epoch"] <= epoch])
+RUN_FILES = ("checkpoint.pth", "config.json", "metrics.csv", "train.log", "tensorboard")
+
+
+class RunFolderError(ValueError):
+    """`--out` holds another run and neither --resume nor --overwrite says what to do with it."""
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Make `out` this run's folder: refuse one that holds a run unless resuming or overwriting.
+
+    `overwrite` removes only the files a run writes (RUN_FILES), never anything else in the folder. Temporary
+    files that a killed process left behind (`.checkpoint.pth.*.tmp`, ...) are removed. Returns what was removed.
+    """
+    removed = []
+    for stale in out.glob(".*.tmp"):
+        if any(stale.name.startswith(f".{name}.") for name in RUN_FILES):
+            stale.unlink(missing_ok=True)
+            removed.append(stale.name)
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    # a run exists once it has a checkpoint or metrics; a log and config alone are from a start that failed
+    if resume or not {"checkpoint.pth", "metrics.csv"} & set(existing):
+        return removed
+    if not overwrite:
+        raise RunFolderError(f"{out}: already holds a run ({describe_run(out)}); add --resume to continue it with "
+                             "the same settings, --overwrite to replace it, or choose another --out")
+    for name in existing:
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+        removed.append(name)
+    return removed
+
+
+def describe_run(out: Path) -> str:
+    """'yaware, 3 epoch(s) done' from a run folder's config.json and metrics.csv, as far as they are readable."""
+    try:
+        method = json.loads((out / "config.json").read_text())["method"]
+    except (OSError, ValueError, KeyError, TypeError):
+        method = "method unknown"
+    try:
+        done = int((pd.read_csv(out / "metrics.csv")["status"] == "complete").sum())
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        done = "?"
+    return f"{method}, {done} epoch(s) done"
 
 
 def tensorboard_writer(out: Path):

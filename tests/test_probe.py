@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core import probe
+from anatcl_core.data.cohort import Cohort
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.probe import (EmbeddingCache, cross_validate_probe, cv_splits, evaluate_openbhb, evaluate_tasks,
                                paper_table, parse_checkpoint, summarise)
@@ -312,17 +314,15 @@ def test_feature_study_finds_the_measure_that_carries_age():
 
 # ----------------------------------------------------------------------------- embedding cache, CLI
 
-class FolderCohort:
-    """Just what the cache reads of a Cohort: its folder and its length."""
-
-    def __init__(self, path: Path, n: int, seed: int = 0):
-        self.path, self.n = path, n
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "participants.tsv").write_text(f"participant_id\tseed\n" + "".join(f"s{i}\t{seed}\n" for i in range(n)))
-        (path / "meta.json").write_text(json.dumps({"n_subjects": n}))
-
-    def __len__(self) -> int:
-        return self.n
+def small_cohort(path: Path, n: int, seed: int = 0, level: float = 0.0):
+    """A real cohort of n subjects on a 4x4x4 grid whose tables depend on `seed` and volumes on `level`."""
+    from anatcl_core.data.cohort import write_cohort
+    rng = np.random.default_rng(seed)
+    participants = pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(n)], "age": rng.uniform(20, 80, n),
+                                 "sex": "F", "site": "s1", "diagnosis": "control"})
+    return write_cohort(path, participants, np.full((n, 4, 4, 4), level, np.float32),
+                        rng.uniform(1, 2, (n, 7, 68)).astype(np.float32), np.diag([9.0, 9.0, 9.0, 1.0]),
+                        provenance={"source": "tests/test_probe.py"}, overwrite=True)
 
 
 def test_embedding_cache_embeds_once_and_again_when_the_cohort_changes(tmp_path):
@@ -335,15 +335,21 @@ def test_embedding_cache_embeds_once_and_again_when_the_cohort_changes(tmp_path)
         return np.full((len(cohort), 4), float(len(calls)), dtype=np.float32)
 
     cache = EmbeddingCache(tmp_path / "cache", load_model=lambda path, device: "model", embed_cohort=fake_embed)
-    cohorts = {"adni": FolderCohort(tmp_path / "data" / "adni", 5), "oasis3": FolderCohort(tmp_path / "data" / "o", 3)}
+    cohorts = {"adni": small_cohort(tmp_path / "data" / "adni", 5), "oasis3": small_cohort(tmp_path / "data" / "o", 3)}
     first = cache.embeddings(checkpoint, cohorts)
     again = cache.embeddings(checkpoint, cohorts)
     assert calls == ["adni", "o"] and all(np.array_equal(first[k], again[k]) for k in first)
     digest_dir = cache.path_for(checkpoint, "adni").parent
     assert len(digest_dir.name) == 16 and sorted(p.name for p in digest_dir.iterdir()) == [
         "adni.npy", "adni.source", "oasis3.npy", "oasis3.source"]                 # no temporary files left
-    cohorts["adni"] = FolderCohort(tmp_path / "data" / "adni", 5, seed=1)        # regenerated
+    cohorts["adni"] = small_cohort(tmp_path / "data" / "adni", 5, seed=1)        # regenerated
     assert cache.embeddings(checkpoint, cohorts)["adni"][0, 0] == 3.0 and calls == ["adni", "o", "adni"]
+    cohorts["adni"] = small_cohort(tmp_path / "data" / "adni", 5, seed=1, level=0.5)   # same tables, new volumes
+    assert cache.embeddings(checkpoint, cohorts)["adni"][0, 0] == 4.0 and calls == ["adni", "o", "adni", "adni"]
+    moved = tmp_path / "elsewhere" / "adni"                                       # a copy elsewhere: same content
+    shutil.copytree(tmp_path / "data" / "adni", moved)
+    cache.embeddings(checkpoint, {"adni": Cohort.open(moved)})
+    assert calls == ["adni", "o", "adni", "adni"]
 
 
 def test_parse_checkpoint_specs(tmp_path):

@@ -154,7 +154,7 @@ def test_non_numeric_scores_are_an_error_naming_the_column(tables):
 def test_select_tasks():
     assert len(select_tasks(["all"])) == 22 and len(select_tasks(None)) == 22
     assert [t.id for t in select_tasks(["abide1/fiq"])] == ["abide1/fiq"]
-    with pytest.raises(KeyError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown task"):
         select_tasks(["abide1/typo"])
 
 

@@ -13,10 +13,13 @@ so an interrupted write never leaves a folder that opens as a cohort.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +297,22 @@ class Cohort:
         return (f"Cohort({str(self.path)!r}, n_subjects={len(self)}, shape={self.shape}, "
                 f"dtype={self.meta['dtype']})")
 
+    def fingerprint(self, n_blocks: int = 64, block_bytes: int = 4096) -> str:
+        """16-hex digest of the cohort's content: participants.tsv, meta.json and the regional table in full,
+        plus the size of vbm.npy and `n_blocks` evenly spaced blocks of it (a regenerated or replaced volume
+        file changes it; an edit of a few voxels between the blocks does not). Independent of the folder's
+        path and of file times, so a moved or copied cohort keeps its fingerprint. Reads about 256 KB."""
+        digest = hashlib.sha256()
+        for name in (PARTICIPANTS_FILE, META_FILE, ROI_FILE):
+            digest.update((self.path / name).read_bytes())
+        size = (self.path / VOLUMES_FILE).stat().st_size
+        digest.update(str(size).encode())
+        with open(self.path / VOLUMES_FILE, "rb") as f:
+            for offset in np.linspace(0, max(size - block_bytes, 0), n_blocks).astype(np.int64):
+                f.seek(int(offset))
+                digest.update(f.read(block_bytes))
+        return digest.hexdigest()[:16]
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Cohort":
         """Open and validate `path` (a folder holding the four layout files); raises CohortError."""
@@ -368,11 +387,12 @@ class CohortWriter:
         check_grid(self.shape, self.affine, where)
         self._refuse_existing()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_writes(self.path)
         self.tmp_path = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
         self.finished = False
         self.volumes: np.memmap | None = None
         try:
-            (self.tmp_path / UNFINISHED_MARKER).touch()
+            (self.tmp_path / UNFINISHED_MARKER).write_text(f"{os.getpid()} {socket.gethostname()}\n")
             self.volumes = np.lib.format.open_memmap(
                 self.tmp_path / VOLUMES_FILE, mode="w+", dtype=self.dtype, shape=(self.n_subjects, *self.shape))
         except BaseException:   # e.g. no disk space: leave no temporary folder behind
@@ -392,9 +412,20 @@ class CohortWriter:
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
     def _refuse_existing(self) -> None:
-        if self.path.exists() and not self.overwrite:
+        """A new path, or with overwrite a cohort folder (meta.json or the unfinished marker) or an empty one:
+        overwrite never deletes a folder this library did not write."""
+        if not self.path.exists():
+            return
+        if not self.overwrite:
             raise CohortError(f"{self.path}: already exists; expected a new path, or pass overwrite=True "
-                              "to replace the cohort")
+                              "(--overwrite) to replace the cohort")
+        is_cohort = self.path.is_dir() and ((self.path / META_FILE).is_file()
+                                            or (self.path / UNFINISHED_MARKER).exists())
+        if not is_cohort and (not self.path.is_dir() or any(self.path.iterdir())):
+            found = "a file" if not self.path.is_dir() else \
+                f"a folder holding {sorted(p.name for p in self.path.iterdir())[:5]}"
+            raise CohortError(f"{self.path}: is {found}, not a cohort folder (no {META_FILE}); overwrite replaces "
+                              "only cohorts: choose another path, or remove it yourself")
 
     def finish(self, participants: pd.DataFrame, roi: np.ndarray, provenance: dict) -> Cohort:
         """Validate, write participants.tsv, desikan_roi.npy and meta.json, then move into place.
@@ -457,6 +488,32 @@ class CohortWriter:
         os.replace(self.path, retired / self.path.name)
         os.replace(self.tmp_path, self.path)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def remove_abandoned_writes(path: Path) -> list[Path]:
+    """Delete the hidden temporary folders of earlier writes to `path` whose process, on this host, is gone
+    (a killed import); those of live processes or other hosts are left alone. Returns what was removed."""
+    removed = []
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        try:
+            pid, host = (partial / UNFINISHED_MARKER).read_text().split()
+        except (OSError, ValueError):
+            continue                                  # not ours, or written before markers named their owner
+        if host == socket.gethostname() and not _process_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+            warnings.warn(f"removed {partial}, left by an interrupted write (process {pid})", stacklevel=3)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_cohort(path: str | os.PathLike, participants: pd.DataFrame, volumes: np.ndarray, roi: np.ndarray,

@@ -30,14 +30,15 @@ __all__ = ["COHORTS", "SyntheticTables", "simulate_tables", "render_subject", "w
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `anatcl synth`."""
+    from anatcl_core.cli import int_at_least
     parser.add_argument("--out", required=True, help="root folder; cohorts are written to OUT/<cohort>/")
     parser.add_argument("--resolution", type=float, choices=(3.0, 1.5), default=3.0,
                         help="voxel size in mm: 3 (61x73x61, fast) or 1.5 (121x145x121, the CAT12 grid)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--n-subjects", type=int, default=200, help="subjects per cohort (default 200)")
+    size.add_argument("--n-subjects", type=int_at_least(1), default=200, help="subjects per cohort (default 200)")
     size.add_argument("--paper-sizes", action="store_true",
                       help="use each cohort's size in the paper (openbhb 3984, adni 1754, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (same seed, same files)")
     parser.add_argument("--cohorts", nargs="+", choices=tuple(COHORTS), default=tuple(COHORTS),
                         help="which cohorts to generate (default: all five)")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="volume dtype")
