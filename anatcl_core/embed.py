@@ -19,7 +19,7 @@ from anatcl_core.data.augment import center_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
 from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
-from anatcl_core.pretrain import training_crop
+from anatcl_core.data.batches import training_crop
 
 
 class NonFiniteVolumes(ValueError):

@@ -23,6 +23,10 @@ project have; `anatcl book` and the test suite set it (a variable the user alrea
 the variables at its first kernel, so they cannot be changed in a process that has computed anything. Results are
 then the same on both kinds for the same thread count; oneDNN's kernels may still differ with the thread
 count or cache sizes of other machines, so compare runs made with the same number of threads.
+`torch.compile` (off in the book) generates code for the instruction set ATEN_CPU_CAPABILITY names, so the cap
+covers it too; compiled and eager results differ in the last bits (BatchNorm is folded), so compare like with
+like. On a GPU, cuDNN's choice of algorithms and its atomic additions make reruns differ in the last bits
+unless `torch.use_deterministic_algorithms(True)` is set; no GPU number here claims bit-identity.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from anatcl_core import load_checkpoint
 from anatcl_core.data.folds import load_or_make_folds, make_folds, training_rows
-from anatcl_core.pretrain import (METHODS, AgeRegressor, PretrainConfig, compute_loss, epoch_plan, pretrain,
-                                  training_crop)
+from anatcl_core.data.batches import epoch_plan, training_crop
+from anatcl_core.pretrain import METHODS, AgeRegressor, PretrainConfig, compute_loss, pretrain
 from anatcl_core.encoder import AnatCLModel
 
 
@@ -189,7 +189,7 @@ def test_sigterm_checkpoints_mid_epoch_and_the_run_resumes(tiny_cohort, tmp_path
 
 
 def test_device_resident_volumes_match_the_memmap_reads(tiny_cohort):
-    from anatcl_core.pretrain import TrainingSet
+    from anatcl_core.data.batches import TrainingSet
     rows = np.array([7, 2, 19, 4, 11])
     resident = TrainingSet(tiny_cohort, rows, None, torch.device("cpu"), gpu_resident=True)
     mapped = TrainingSet(tiny_cohort, rows, None, torch.device("cpu"), gpu_resident=False)
