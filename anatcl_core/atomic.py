@@ -44,3 +44,14 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {folder}: not a writable folder; choose a folder you can write to")
     return folder
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (for lock and partial files left by killed processes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                  # exists, owned by another user
+        return True
+    return True

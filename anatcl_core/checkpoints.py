@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -79,18 +80,21 @@ def _read(path: Path, map_location) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # torch warns about old pickle protocols; the error says enough
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err):      # random bytes, an HTML error page, a text file, ...
-            raise CheckpointError(f"{path}: not a torch checkpoint (its bytes are neither a torch.save archive nor "
-                                  "a pickle); expected a file written by torch.save") from None
+            raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save archive, nor a pickle of "
+                                  "tensors and plain containers); expected a file written by torch.save") from None
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects that would run code when unpickled "
             f"(torch.load(weights_only=True) only accepts tensors and plain containers). If you trust the file, "
             f"re-save its state dict: torch.save({{'model': obj['model']}}, new_path). Detail: {err}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {err}") from None
+        detail = " ".join(str(err).split())[:160] or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (empty, truncated or corrupt: {detail}); "
+                              "expected a file written by torch.save") from None
 
 
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:

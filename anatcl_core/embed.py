@@ -92,22 +92,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
     source.add_argument("--released", choices=("global", "local"), help="download the authors' weights")
-    parser.add_argument("--fold", type=int, choices=range(5), default=0, help="fold of the released weights (0-4)")
+    parser.add_argument("--fold", type=int, choices=range(5), default=None,
+                        help="fold of the released weights (0-4, default 0); only with --released")
     parser.add_argument("--cohort", required=True, help="cohort folder (layout of DESIGN.md)")
     parser.add_argument("--out", required=True,
                         help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:<index>")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (default: fp32, the same numbers on every machine)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder with frozen weights (worth it for large cohorts)")
 
 
+def check_features_path(out: Path, overwrite: bool, protected: list[Path]) -> None:
+    """Refuse an --out that would destroy something: a folder, an input (the checkpoint, a file of the cohort),
+    a file without the .npy suffix, or an existing file unless `overwrite`."""
+    out = out.resolve()
+    if out.suffix != ".npy":
+        raise ValueError(f"--out {out}: expected a file path ending in .npy")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a .npy file path")
+    for path in protected:
+        path = path.resolve()
+        if out == path or (path.is_dir() and path in out.parents):
+            raise ValueError(f"--out {out}: would overwrite an input ({path}); write the features elsewhere")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out}: already exists; add --overwrite to replace it, or choose another path")
+    check_writable_folder(out.parent, "--out")
+
+
 def run(args: argparse.Namespace) -> int:
-    check_writable_folder(Path(args.out).resolve().parent, "--out")
+    if args.fold is not None and not args.released:
+        raise ValueError("--fold selects one of the released weights; with --checkpoint the file is the fold")
+    resolve_device(args.device)
+    inputs = [Path(args.cohort)] + ([Path(args.checkpoint)] if args.checkpoint else [])
+    check_features_path(Path(args.out), args.overwrite, inputs)
     cohort = Cohort.open(args.cohort)                  # before the model: a bad cohort costs no download
-    model = load_released(args.released, args.fold) if args.released else load_checkpoint(args.checkpoint)
+    model = load_released(args.released, args.fold or 0) if args.released else load_checkpoint(args.checkpoint)
     features = embed_cohort(model, cohort, batch_size=args.batch_size, device=args.device, amp=args.amp,
                             compile=args.compile)
     print(f"wrote {save_features(args.out, features)}: {features.shape[0]} subjects x {features.shape[1]} features")

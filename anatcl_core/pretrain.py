@@ -10,6 +10,7 @@ resumed run replays exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,13 +35,13 @@ from anatcl_core.data.batches import (TrainingSet, batch_loader, epoch_plan, mak
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.data.folds import load_or_make_folds, training_rows
 from anatcl_core.distributed import all_gather_tensor, all_gather_with_grad, is_distributed
-from anatcl_core.encoder import AnatCLModel
+from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
 from anatcl_core.precision import (bf16_autocast, cpu_description, fp32_region, precision_name, resolve_device,
                                    use_bf16)
 from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, claim_run_folder, history_from_csv, log,
-                                      non_finite_message, setup_logging, stop_agreed, tensorboard_writer,
-                                      write_metrics)
+                                      non_finite_message, run_folder_lock, setup_logging, stop_agreed,
+                                      tensorboard_writer, write_metrics)
 
 METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
 # Fields that may change between a run and its resumption without changing what is being trained.
@@ -102,17 +103,18 @@ class PretrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name, (ok, expected) in _RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
-                raise ValueError(f"{name.replace('_', '-')}: expected {expected}, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or not ok(value):
+                raise ValueError(f"{name.replace('_', '-')}: expected a finite value {expected}, got {value!r}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold: expected 0 to {self.n_folds - 1} (n-folds {self.n_folds}), got {self.fold}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
         if self.n_views < 1 or (self.method == "simclr" and self.n_views < 2):
-            raise ValueError(f"n_views must be >= 1 (>= 2 for simclr, whose only positives are other views), "
+            raise ValueError(f"n-views: expected >= 1 (>= 2 for simclr, whose only positives are other views), "
                              f"got {self.n_views}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,10 +210,17 @@ def pretrain(cfg: PretrainConfig) -> Path:
     cohort = Cohort.open(cfg.cohort)             # a bad cohort is refused before the run folder is touched
     fingerprint = cohort.fingerprint()
     out = check_writable_folder(cfg.out, "--out")
-    removed = claim_run_folder(out, cfg.resume, cfg.overwrite) if rank == 0 else []
-    setup_logging(out, rank)
-    if removed:
-        log.info("removed from %s: %s", out, ", ".join(removed))
+    with run_folder_lock(out) if rank == 0 else contextlib.nullcontext():
+        removed = claim_run_folder(out, cfg.resume, cfg.overwrite) if rank == 0 else []
+        setup_logging(out, rank)
+        if removed:
+            log.info("removed from %s: %s", out, ", ".join(removed))
+        return _train(cfg, out, cohort, fingerprint, device, rank, world)
+
+
+def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, device: torch.device, rank: int,
+           world: int) -> Path:
+    """The body of `pretrain` once the run folder is claimed (and locked on rank 0)."""
     ckpt_path, metrics_path = out / "checkpoint.pth", out / "metrics.csv"
     folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed) if rank == 0 else None
     if world > 1:
@@ -305,7 +314,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                     if rank == 0:
                         log.error(message)
                         write_metrics(metrics_path, history + [{"epoch": epoch + 1, "loss": loss,
-                                                                "status": f"non-finite loss at step {step}"}])
+                                                                "status": f"non-finite loss at step {step + 1}"}])
                     raise NonFiniteLoss(message)
                 for k, v in {"loss": loss, **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v

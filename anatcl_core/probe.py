@@ -31,7 +31,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.tasks import METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
+from anatcl_core.tasks import (METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskColumnError, TaskSpec, paper_results,
+                               select_tasks, tasks_for)
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,8 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
     """One task on one embedding matrix X [N, d] of the task's cohort -> {evaluation name: result}.
 
     Evaluation names: "cv" for cross-validated tasks, the OpenBHB test splits otherwise. A missing
-    cohort or embedding gives not-evaluable results that say so.
+    cohort or embedding, or a participants table without the task's columns, gives not-evaluable results
+    that say so.
     """
     metric = metric_for(task.kind)
     names = OPENBHB_TEST_SPLITS if task.protocol == "openbhb" else ("cv",)
@@ -335,10 +337,13 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
     if len(X) != len(participants):
         raise ValueError(f"task {task.id!r}: {len(X)} embedding rows for {len(participants)} participants rows "
                          f"of cohort {task.cohort!r}; expected row i to describe participant i")
-    if task.protocol == "openbhb":
-        keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}
-        return evaluate_openbhb(X, participants, task, **keep)
-    rows, y = task.resolve(participants)
+    try:
+        if task.protocol == "openbhb":
+            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}
+            return evaluate_openbhb(X, participants, task, **keep)
+        rows, y = task.resolve(participants)
+    except TaskColumnError as err:           # e.g. a cohort imported without the columns this task reads
+        return {name: not_evaluable(metric, len(participants), str(err)) for name in names}
     groups = None if groups_column is None else participants[groups_column].to_numpy()[rows]
     return {"cv": cross_validate_probe(np.asarray(X)[rows], y, task.kind, groups, **probe_options)}
 
@@ -552,12 +557,8 @@ def run(args: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
     check_writable_folder(Path(args.out).resolve().parent, "--out")
-    names = list(dict.fromkeys(t.cohort for t in tasks))
-    cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
-    for name in sorted(set(names) - set(cohorts)):
-        log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
-    cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
-    embeddings = {}
+    from anatcl_core.precision import resolve_device
+    resolve_device(args.device)
     named: dict[tuple[str, int], Path] = {}
     for spec in args.checkpoint:                     # every name checked before anything is embedded
         method, fold, path = parse_checkpoint(spec)
@@ -567,6 +568,12 @@ def run(args: Any) -> int:
             raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
                              f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")
         named[(method, fold)] = path
+    names = list(dict.fromkeys(t.cohort for t in tasks))
+    cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
+    for name in sorted(set(names) - set(cohorts)):
+        log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
+    cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
+    embeddings = {}
     for (method, fold), path in named.items():
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,

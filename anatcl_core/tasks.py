@@ -47,7 +47,7 @@ COHORT_LABELS: dict[str, str] = {
 }
 
 
-class TaskColumnError(KeyError):
+class TaskColumnError(KeyError, ValueError):
     """A participants table lacks a column that a task needs."""
 
     def __str__(self) -> str:          # KeyError would print the message with quotes around it

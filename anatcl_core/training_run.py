@@ -2,16 +2,19 @@
 
 RUN/metrics.csv has one row per epoch, rewritten whole and atomically from the history the checkpoint carries
 (a kill never leaves half a row, and a resumed run rewrites it from its checkpoint); `status` is "complete", or
-says where the epoch stopped. A folder holds one run: starting another there needs --overwrite. A run stops in one of two ways besides finishing:
-SIGTERM (`Preempted`, after a checkpoint at the next step; `--resume` continues exactly) and a non-finite
-loss (`NonFiniteLoss`, the last good checkpoint untouched).
+says where the epoch stopped. A folder holds one run (starting another there needs --overwrite) and one process
+at a time (a lock file). A run stops in one of two ways besides finishing: SIGTERM (`Preempted`, after a
+checkpoint at the next step; `--resume` continues exactly) and a non-finite loss (`NonFiniteLoss`, the last good checkpoint untouched).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import process_alive, write_atomic
 from anatcl_core.precision import precision_name
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ class Preempted(Exception):
     """
 
     def __init__(self, checkpoint: Path, epoch: int, step: int):
-        super().__init__(f"stopped by SIGTERM at epoch {epoch} step {step}; checkpoint {checkpoint}, "
+        super().__init__(f"stopped by SIGTERM in epoch {epoch + 1} after {step} step(s); checkpoint {checkpoint}, "
                          "rerun with --resume to continue")
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
@@ -48,7 +51,8 @@ class NonFiniteLoss(FloatingPointError):
 def non_finite_message(cfg: PretrainConfig, epoch: int, step: int, bf16: bool, saved_at: tuple[int, int] | None,
                        bad_subjects: list[str]) -> str:
     """The error of a non-finite loss: what stopped, what is kept, and what to try, most likely cause first."""
-    kept = (f"{Path(cfg.out) / 'checkpoint.pth'} (epoch {saved_at[0]}, step {saved_at[1]}) is kept unchanged"
+    kept = (f"{Path(cfg.out) / 'checkpoint.pth'} ({saved_at[0]} epoch(s) and {saved_at[1]} step(s) done) is kept "
+            "unchanged"
             if saved_at else "no checkpoint had been written yet")
     if bad_subjects:
         causes = (f"the input is at fault: non-finite voxels in {', '.join(bad_subjects[:5])}"
@@ -58,8 +62,8 @@ def non_finite_message(cfg: PretrainConfig, epoch: int, step: int, bf16: bool, s
                   f"(--lr, now {cfg.lr:g}; the paper: 1e-4)")
     else:
         causes = f"likely cause: a learning rate too high for this batch (--lr, now {cfg.lr:g}; the paper: 1e-4)"
-    return (f"{cfg.method}: non-finite loss at epoch {epoch} step {step} under {precision_name(bf16)}; {kept}; "
-            f"{causes}")
+    return (f"{cfg.method}: non-finite loss in epoch {epoch + 1} at step {step + 1} under {precision_name(bf16)}; "
+            f"{kept}; {causes}")
 
 
 def stop_agreed(requested: bool, world: int, device: torch.device) -> bool:
@@ -115,6 +119,37 @@ def history_from_csv(path: Path, epochs_done: int) -> list[dict]:
 
 
 RUN_FILES = ("checkpoint.pth", "config.json", "metrics.csv", "train.log", "tensorboard")
+LOCK_FILE = ".anatcl-run.lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path):
+    """Hold `out` for this process while it trains: a second run started into the same folder is refused
+    instead of silently replacing the first. A lock left by a process that died (on this host) is taken over."""
+    lock = out / LOCK_FILE
+    owner = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid, host = lock.read_text().split()
+            except (OSError, ValueError):
+                pid, host = "0", socket.gethostname()        # unreadable: written by a process killed mid-write
+            if host != socket.gethostname() or process_alive(int(pid)):
+                raise RunFolderError(f"{out}: in use by process {pid} on {host} (lock file {lock}); wait for it, or "
+                                     "choose another --out (delete the lock file only if that process is gone)"
+                                     ) from None
+            lock.unlink(missing_ok=True)                      # stale: its process is gone
+    else:
+        raise RunFolderError(f"{out}: could not take the lock file {lock}; another run is starting there")
+    with os.fdopen(fd, "w") as f:
+        f.write(owner + "\n")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 class RunFolderError(ValueError):
@@ -133,6 +168,9 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> list[str]:
             stale.unlink(missing_ok=True)
             removed.append(stale.name)
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    if "config.json" in existing and not _is_run_config(out / "config.json"):
+        raise RunFolderError(f"{out / 'config.json'}: not the configuration of an anatcl run (no 'method' and "
+                             "'cohort' fields); choose another --out, the file would be replaced")
     # a run exists once it has a checkpoint or metrics; a log and config alone are from a start that failed
     if resume or not {"checkpoint.pth", "metrics.csv"} & set(existing):
         return removed
@@ -143,6 +181,14 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> list[str]:
         shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
         removed.append(name)
     return removed
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"method", "cohort", "out"} <= set(config)
 
 
 def describe_run(out: Path) -> str:

@@ -47,6 +47,18 @@ def bad_arguments(cohort, tmp):
          "not a torch checkpoint"),
         (["embed", "--checkpoint", str(tmp / "missing.pth"), "--cohort", str(cohort), "--out", str(tmp / "f.npy")],
          "checkpoint file not found"),
+        (["pretrain", *common, "--device", "banana"], "--device banana: not a device name"),
+        (["pretrain", *common, "--weight-decay", "inf"], "weight-decay: expected a finite value >= 0, got inf"),
+        (["pretrain", *common, "--temperature", "inf"], "temperature: expected a finite value > 0, got inf"),
+        (["pretrain", *common, "--arch", "resnet999"], "arch: expected one of"),
+        (["embed", "--checkpoint", str(junk), "--cohort", str(cohort), "--out", str(junk)], "expected a file path ending"),
+        (["embed", "--checkpoint", str(junk), "--cohort", str(cohort), "--out", str(cohort / "vbm.npy")],
+         "would overwrite an input"),
+        (["embed", "--checkpoint", str(junk), "--cohort", str(cohort), "--out", str(tmp)], "expected a file path"),
+        (["embed", "--checkpoint", str(junk), "--cohort", str(cohort), "--out", str(tmp / "f.npy"), "--fold", "3"],
+         "--fold selects one of the released weights"),
+        (["embed", "--checkpoint", str(junk), "--cohort", str(cohort), "--out", str(tmp / "f.npy"), "--device",
+          "mps"], "--device mps: the engine runs on cpu and cuda only"),
         (["probe", "--checkpoint", str(junk), "--data", str(tmp), "--tasks", "adni/nope", "--out",
           str(tmp / "r.csv")], "unknown task id(s) ['adni/nope']; known:"),
         (["probe", "--checkpoint", str(junk), "--data", str(tmp), "--n-splits", "1", "--out", str(tmp / "r.csv")],
@@ -201,3 +213,41 @@ def test_probe_names_the_pretrain_layout_and_refuses_a_collision(tmp_path, capsy
                    "--data", str(tmp_path), "--out", str(tmp_path / "r.csv")])
     err = capsys.readouterr().err
     assert status == 1 and "both read as method 'yaware' fold 0" in err and "METHOD[:FOLD]=PATH" in err
+
+
+def test_embed_refuses_to_replace_features_unless_asked(tiny_cohort, tmp_path, capsys):
+    (tmp_path / "f.npy").write_bytes(b"earlier features")
+    argv = ["embed", "--checkpoint", str(tmp_path / "none.pth"), "--cohort", str(tiny_cohort.path), "--out",
+            str(tmp_path / "f.npy")]
+    assert main(argv) == 1 and "already exists; add --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 1 and "checkpoint file not found" in capsys.readouterr().err
+    assert (tmp_path / "f.npy").read_bytes() == b"earlier features"
+
+
+def test_a_second_process_cannot_train_into_a_folder_in_use(tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".anatcl-run.lock").write_text(f"{os.getpid()} {os.uname().nodename}\n")   # a live owner
+    with pytest.raises(RunFolderError, match=f"in use by process {os.getpid()}"):
+        pretrain(small_config(tiny_cohort, out))
+    assert not (out / "config.json").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / ".anatcl-run.lock").write_text(f"{dead.stdout.strip()} {os.uname().nodename}\n")   # its owner died
+    pretrain(small_config(tiny_cohort, out))
+    assert (out / "checkpoint.pth").exists() and not (out / ".anatcl-run.lock").exists()
+
+
+def test_a_config_json_that_is_not_a_run_is_never_replaced(tiny_cohort, tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"theme": "dark"}')
+    with pytest.raises(RunFolderError, match="not the configuration of an anatcl run"):
+        pretrain(small_config(tiny_cohort, out))
+    assert (out / "config.json").read_text() == '{"theme": "dark"}'
+
+
+def test_a_task_whose_column_is_missing_is_not_evaluable_not_an_abort(tiny_cohort):
+    from anatcl_core.probe import evaluate_task
+    from anatcl_core.tasks import TASKS
+    results = evaluate_task(np.zeros((len(tiny_cohort), 4)), tiny_cohort.participants, TASKS["openbhb/age"])
+    assert results and all(not r.evaluable and "no column(s) ['split']" in r.note for r in results.values())

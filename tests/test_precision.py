@@ -105,13 +105,14 @@ def test_a_non_finite_loss_stops_clearly_and_keeps_the_last_checkpoint(tiny_coho
     with pytest.raises(NonFiniteLoss) as err:
         pretrain(small_config(tiny_cohort, out, "yaware", epochs=2, resume=True))
     message = str(err.value)
-    for part in ("yaware", "epoch 1 step 0", "fp32", "(epoch 1, step 0) is kept unchanged", "--lr, now 0.001"):
+    for part in ("yaware", "in epoch 2 at step 1", "fp32", "(1 epoch(s) and 0 step(s) done) is kept unchanged",
+                 "--lr, now 0.001"):
         assert part in message, (part, message)
     after = torch.load(out / "checkpoint.pth", weights_only=True)
     assert after["epoch"] == 1 and all(torch.equal(before["net"][k], after["net"][k]) for k in before["net"])
     metrics = pd.read_csv(out / "metrics.csv")
-    assert list(metrics["epoch"]) == [1, 2] and list(metrics["status"]) == ["complete", "non-finite loss at step 0"]
-    assert "non-finite loss at epoch 1 step 0" in (out / "train.log").read_text()
+    assert list(metrics["epoch"]) == [1, 2] and list(metrics["status"]) == ["complete", "non-finite loss at step 1"]
+    assert "non-finite loss in epoch 2 at step 1" in (out / "train.log").read_text()
 
     monkeypatch.setattr(engine, "compute_loss", real)
     pretrain(small_config(tiny_cohort, out, "yaware", epochs=2, resume=True))   # the stopped epoch runs again
@@ -130,7 +131,7 @@ def test_non_finite_voxels_are_named_as_the_cause_in_one_line(tmp_path):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "non-finite voxels in sub-" in lines[0] and "epoch 0 step 0 under fp32" in lines[0], lines[0]
+    assert "non-finite voxels in sub-" in lines[0] and "in epoch 1 at step 1 under fp32" in lines[0], lines[0]
 
 
 def test_reproducible_env_fills_only_what_the_user_left_unset(monkeypatch):

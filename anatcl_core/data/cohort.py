@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.anatomy import CHANNELS, REGIONS
+from anatcl_core.atomic import process_alive
 
 LAYOUT_VERSION = 1
 KNOWN_LAYOUT_VERSIONS = (1,)
@@ -499,21 +500,11 @@ def remove_abandoned_writes(path: Path) -> list[Path]:
             pid, host = (partial / UNFINISHED_MARKER).read_text().split()
         except (OSError, ValueError):
             continue                                  # not ours, or written before markers named their owner
-        if host == socket.gethostname() and not _process_alive(int(pid)):
+        if host == socket.gethostname() and not process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
             removed.append(partial)
             warnings.warn(f"removed {partial}, left by an interrupted write (process {pid})", stacklevel=3)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_cohort(path: str | os.PathLike, participants: pd.DataFrame, volumes: np.ndarray, roi: np.ndarray,
