@@ -103,9 +103,10 @@ class PretrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name, (ok, expected) in _RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not ok(value):
-                raise ValueError(f"{name.replace('_', '-')}: expected a finite value {expected}, got {value!r}")
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or not ok(value):
+                kind = "" if finite else "a finite number "
+                raise ValueError(f"{name.replace('_', '-')}: expected {kind}{expected}, got {value!r}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         if not 0 <= self.fold < self.n_folds:
