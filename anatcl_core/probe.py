@@ -337,6 +337,13 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
     if len(X) != len(participants):
         raise ValueError(f"task {task.id!r}: {len(X)} embedding rows for {len(participants)} participants rows "
                          f"of cohort {task.cohort!r}; expected row i to describe participant i")
+    finite = np.isfinite(np.asarray(X, dtype=float)).all(axis=1)
+    if not finite.all():
+        ids = participants["participant_id"].to_numpy()[~finite] if "participant_id" in participants else \
+            np.flatnonzero(~finite)
+        raise ValueError(f"task {task.id!r}: features of cohort {task.cohort!r} are not finite for "
+                         f"{', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} ({len(ids)} row(s)); "
+                         "expected finite features: check the checkpoint (did its training diverge?)")
     try:
         if task.protocol == "openbhb":
             keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}

@@ -251,3 +251,12 @@ def test_a_task_whose_column_is_missing_is_not_evaluable_not_an_abort(tiny_cohor
     from anatcl_core.tasks import TASKS
     results = evaluate_task(np.zeros((len(tiny_cohort), 4)), tiny_cohort.participants, TASKS["openbhb/age"])
     assert results and all(not r.evaluable and "no column(s) ['split']" in r.note for r in results.values())
+
+
+def test_non_finite_features_name_the_cohort_and_the_subjects(tiny_cohort):
+    from anatcl_core.probe import evaluate_task
+    from anatcl_core.tasks import TASKS
+    features = np.zeros((len(tiny_cohort), 4))
+    features[[2, 7]] = np.nan
+    with pytest.raises(ValueError, match=r"cohort 'openbhb' are not finite for sub-002, sub-007 \(2 row\(s\)\)"):
+        evaluate_task(features, tiny_cohort.participants, TASKS["openbhb/age"])
