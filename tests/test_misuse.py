@@ -144,21 +144,32 @@ def test_a_stop_anywhere_resumes_to_the_uninterrupted_weights_and_metrics(tiny_c
                                   _comparable(pd.read_csv(split / "metrics.csv")))
 
 
-def test_metrics_lost_after_the_checkpoint_are_restored_from_it(tiny_cohort, tmp_path):
-    out = tmp_path / "run"
-    pretrain(small_config(tiny_cohort, out))
-    (out / "metrics.csv").unlink()                 # killed between the checkpoint's rename and the CSV's
+@pytest.mark.parametrize("kill_point", ["before the checkpoint's rename", "between the rename and the CSV"])
+def test_a_kill_in_the_save_sequence_resumes_to_the_uninterrupted_run(tiny_cohort, tmp_path, kill_point):
+    straight = tmp_path / "straight"
+    pretrain(small_config(tiny_cohort, straight, epochs=2))
+    out = tmp_path / "killed"
+    if kill_point == "before the checkpoint's rename":
+        pretrain(small_config(tiny_cohort, out, epochs=1))                  # epoch 2's save never completed:
+        (out / ".checkpoint.pth.abc123.tmp").write_bytes(b"\0" * 1000)     # its partial file is all that is left
+    else:
+        pretrain(small_config(tiny_cohort, out, epochs=2))                  # epoch 2's checkpoint is in place,
+        metrics = pd.read_csv(out / "metrics.csv")                          # its CSV row never written
+        metrics[metrics["epoch"] == 1].to_csv(out / "metrics.csv", index=False)
     pretrain(small_config(tiny_cohort, out, epochs=2, resume=True))
-    metrics = pd.read_csv(out / "metrics.csv")
-    assert list(metrics["epoch"]) == [1, 2] and metrics["loss"].notna().all()
-    history = torch.load(out / "checkpoint.pth", weights_only=True)["history"]
-    assert [row["loss"] for row in history] == list(metrics["loss"])
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)
+    b = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+    pd.testing.assert_frame_equal(_comparable(pd.read_csv(straight / "metrics.csv")),
+                                  _comparable(pd.read_csv(out / "metrics.csv")))
+    assert [row["loss"] for row in b["history"]] == list(pd.read_csv(out / "metrics.csv")["loss"])
+    assert not list(out.glob(".*.tmp"))
 
 
-def test_a_killed_save_leaves_no_temporary_file_after_the_next_run(tiny_cohort, tmp_path):
+def test_only_the_runs_own_temporary_files_are_removed(tiny_cohort, tmp_path):
     out = tmp_path / "run"
     pretrain(small_config(tiny_cohort, out))
-    (out / ".checkpoint.pth.abc123.tmp").write_bytes(b"\0" * 1000)         # what a kill inside torch.save leaves
+    (out / ".checkpoint.pth.abc123.tmp").write_bytes(b"\0" * 1000)
     (out / ".keep.tmp").write_text("not ours")
     pretrain(small_config(tiny_cohort, out, epochs=2, resume=True))
     assert not (out / ".checkpoint.pth.abc123.tmp").exists() and (out / ".keep.tmp").exists()
