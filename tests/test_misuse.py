@@ -115,8 +115,15 @@ def test_resume_refuses_another_cohort_but_accepts_the_same_one_moved(tiny_cohor
     assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == 2
 
 
-def _comparable(metrics):
-    return metrics.drop(columns=["seconds", "volumes_per_s"])
+def assert_same_run(straight, other):
+    """Equal weights, equal metrics.csv (timing columns aside), and other's CSV equal to its checkpoint history."""
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)
+    b = torch.load(other / "checkpoint.pth", weights_only=True)
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+    metrics = pd.read_csv(other / "metrics.csv")
+    timing = ["seconds", "volumes_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(straight / "metrics.csv").drop(columns=timing), metrics.drop(columns=timing))
+    assert [row["loss"] for row in b["history"]] == list(metrics["loss"])
 
 
 @pytest.mark.parametrize("stop_after", [1, 2], ids=["mid-epoch", "last-step-of-epoch"])
@@ -137,11 +144,7 @@ def test_a_stop_anywhere_resumes_to_the_uninterrupted_weights_and_metrics(tiny_c
         pretrain(small_config(tiny_cohort, split, epochs=2))
     monkeypatch.setattr(engine, "stop_agreed", real)
     pretrain(small_config(tiny_cohort, split, epochs=2, resume=True))
-    a = torch.load(straight / "checkpoint.pth", weights_only=True)
-    b = torch.load(split / "checkpoint.pth", weights_only=True)
-    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
-    pd.testing.assert_frame_equal(_comparable(pd.read_csv(straight / "metrics.csv")),
-                                  _comparable(pd.read_csv(split / "metrics.csv")))
+    assert_same_run(straight, split)
 
 
 @pytest.mark.parametrize("kill_point", ["before the checkpoint's rename", "between the rename and the CSV"])
@@ -157,12 +160,7 @@ def test_a_kill_in_the_save_sequence_resumes_to_the_uninterrupted_run(tiny_cohor
         metrics = pd.read_csv(out / "metrics.csv")                          # its CSV row never written
         metrics[metrics["epoch"] == 1].to_csv(out / "metrics.csv", index=False)
     pretrain(small_config(tiny_cohort, out, epochs=2, resume=True))
-    a = torch.load(straight / "checkpoint.pth", weights_only=True)
-    b = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
-    pd.testing.assert_frame_equal(_comparable(pd.read_csv(straight / "metrics.csv")),
-                                  _comparable(pd.read_csv(out / "metrics.csv")))
-    assert [row["loss"] for row in b["history"]] == list(pd.read_csv(out / "metrics.csv")["loss"])
+    assert_same_run(straight, out)
     assert not list(out.glob(".*.tmp"))
 
 
