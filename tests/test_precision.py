@@ -161,7 +161,7 @@ def _kernels(env):
 def test_the_caps_reach_aten_and_onednn_in_every_process_the_tests_start():
     capability, isa = _kernels({})                   # the suite's own environment (conftest applies the caps)
     assert capability == "AVX2", "ATen dispatches to other kernels than the AVX2 ones both machine kinds have"
-    assert "AVX2" in isa.replace("Intel AVX2", "AVX2") and "512" not in isa, isa
+    assert "AVX2" in isa and "512" not in isa, isa
     # and the variables are honoured, not merely set: a lower cap changes what runs
     assert _kernels({"ATEN_CPU_CAPABILITY": "default"})[0] == "DEFAULT"
     assert "AVX2" not in _kernels({"ONEDNN_MAX_CPU_ISA": "SSE41"})[1]

@@ -302,7 +302,11 @@ class Cohort:
         """16-hex digest of the cohort's content: participants.tsv, meta.json and the regional table in full,
         plus the size of vbm.npy and `n_blocks` evenly spaced blocks of it (a regenerated or replaced volume
         file changes it; an edit of a few voxels between the blocks does not). Independent of the folder's
-        path and of file times, so a moved or copied cohort keeps its fingerprint. Reads about 256 KB."""
+        path and of file times, so a moved or copied cohort keeps its fingerprint. Reads about 256 KB plus the
+        tables, once per opened Cohort (callers ask once per checkpoint)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         digest = hashlib.sha256()
         for name in (PARTICIPANTS_FILE, META_FILE, ROI_FILE):
             digest.update((self.path / name).read_bytes())
@@ -312,7 +316,8 @@ class Cohort:
             for offset in np.linspace(0, max(size - block_bytes, 0), n_blocks).astype(np.int64):
                 f.seek(int(offset))
                 digest.update(f.read(block_bytes))
-        return digest.hexdigest()[:16]
+        self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Cohort":
