@@ -298,9 +298,9 @@ class Cohort:
         return (f"Cohort({str(self.path)!r}, n_subjects={len(self)}, shape={self.shape}, "
                 f"dtype={self.meta['dtype']})")
 
-    def fingerprint(self, n_blocks: int = 64, block_bytes: int = 4096) -> str:
+    def fingerprint(self) -> str:
         """16-hex digest of the cohort's content: participants.tsv, meta.json and the regional table in full,
-        plus the size of vbm.npy and `n_blocks` evenly spaced blocks of it (a regenerated or replaced volume
+        plus the size of vbm.npy and 64 evenly spaced 4 KB blocks of it (a regenerated or replaced volume
         file changes it; an edit of a few voxels between the blocks does not). Independent of the folder's
         path and of file times, so a moved or copied cohort keeps its fingerprint. Reads about 256 KB plus the
         tables, once per opened Cohort (callers ask once per checkpoint)."""
@@ -313,9 +313,9 @@ class Cohort:
         size = (self.path / VOLUMES_FILE).stat().st_size
         digest.update(str(size).encode())
         with open(self.path / VOLUMES_FILE, "rb") as f:
-            for offset in np.linspace(0, max(size - block_bytes, 0), n_blocks).astype(np.int64):
+            for offset in np.linspace(0, max(size - 4096, 0), 64).astype(np.int64):
                 f.seek(int(offset))
-                digest.update(f.read(block_bytes))
+                digest.update(f.read(4096))
         self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
