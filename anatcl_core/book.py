@@ -1,9 +1,10 @@
 """`anatcl book`: make the data if missing, execute every chapter with papermill, render with Jupyter Book 1.x.
 
-The chapters in `book/` are committed without outputs. Each run copies the book sources into
-`<build>/source/`, executes the notebooks there in `_toc.yml` order (so pretraining runs before the chapters
-that read its checkpoints) with the chapter's parameters injected, then renders `<build>/html` with
-execution off. A failing cell stops the build and names the chapter and the cell. The chapters' kernels run
+The chapters in `book/` are MyST Markdown notebooks (text, so they diff and review like code; jupytext
+reads them), committed without outputs. Each run copies the book sources into `<build>/source/`, turns each
+chapter into an `.ipynb` there (papermill executes only `.ipynb`), executes them in `_toc.yml` order (so
+pretraining runs before the chapters that read its checkpoints) with the chapter's parameters injected,
+then renders `<build>/html` with execution off. A failing cell stops the build and names the chapter and the cell. The chapters' kernels run
 with the CPU caps of `anatcl_core.precision.REPRODUCIBLE_CPU_ENV`, so AVX2 and AVX-512 machines compute alike.
 """
 from __future__ import annotations
@@ -49,6 +50,22 @@ def chapter_order(toc_path: Path) -> list[str]:
     return entries
 
 
+def is_notebook_source(path: Path) -> bool:
+    """A MyST Markdown notebook: a `.md` file whose front matter names a kernel (a plain page has none)."""
+    if path.suffix != ".md":
+        return False
+    text = path.read_text()
+    return text.startswith("---") and "kernelspec:" in text.split("\n---", 1)[0]
+
+
+def notebook_from_source(source: Path, notebook: Path) -> Path:
+    """Write the `.ipynb` of a MyST Markdown chapter (cells, tags and kernel kept; no outputs)."""
+    import jupytext
+
+    jupytext.write(jupytext.read(source), notebook, fmt="ipynb")
+    return notebook
+
+
 def execute_chapter(notebook: Path, parameters: dict, cwd: Path) -> None:
     """Run one notebook in place with papermill; raise ChapterFailed naming the failing cell."""
     import papermill
@@ -86,6 +103,10 @@ def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
     for name in BOOK_FILES:
         if (REPO / name).exists():
             shutil.copy2(REPO / name, source / name)
+    for chapter in sorted((source / "book").glob("*.md")):
+        if is_notebook_source(chapter):     # the .ipynb replaces it: Jupyter Book must see one file per page
+            notebook_from_source(chapter, chapter.with_suffix(".ipynb"))
+            chapter.unlink()
     common = dict(params.get("common", {}))
     for key in PATH_PARAMS:   # chapters run inside the build folder: hand them absolute paths
         if key in common:

@@ -20,6 +20,7 @@ import torch
 
 from anatcl_core.atomic import write_atomic
 from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
+from anatcl_core.methods import RELEASED_DESCRIPTORS
 
 #: Released AnatCL weights (ResNet-18, 5 folds per descriptor), as listed by the authors' `anatcl` 0.0.3 package.
 RELEASED_WEIGHTS_BASE = "https://gitlab.di.unito.it/barbano/anatcl-pretrained/-/raw/main/"
@@ -36,9 +37,9 @@ class CheckpointError(ValueError):
 
 
 def released_weights_url(descriptor: str = "global", fold: int = 0) -> str:
-    """URL of the authors' AnatCL ResNet-18 weights for `descriptor` in {"global", "local"} and `fold` in 0..4."""
-    if descriptor not in ("global", "local"):
-        raise ValueError(f"descriptor must be 'global' or 'local', got {descriptor!r}")
+    """URL of the authors' AnatCL ResNet-18 weights for `descriptor` in RELEASED_DESCRIPTORS and `fold` in 0..4."""
+    if descriptor not in RELEASED_DESCRIPTORS:
+        raise ValueError(f"descriptor must be one of {RELEASED_DESCRIPTORS}, got {descriptor!r}")
     if fold not in range(5):
         raise ValueError(f"fold must be one of 0..4, got {fold!r}")
     return RELEASED_WEIGHTS_BASE + _RELEASED_RUN.format(descriptor=descriptor, fold=fold)

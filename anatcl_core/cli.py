@@ -20,7 +20,7 @@ COMMANDS = {
     "import": ("anatcl_core.data.importers", "convert a real dataset to the cohort layout"),
     "pretrain": ("anatcl_core.pretrain", "pretrain an encoder with one of the six methods"),
     "embed": ("anatcl_core.embed", "extract encoder features (512-d for the paper's ResNet-18) for a cohort"),
-    "probe": ("anatcl_core.probe", "cross-validated linear probes on the paper's downstream tasks"),
+    "probe": ("anatcl_core.evaluation", "cross-validated linear probes on the paper's downstream tasks"),
     "book": ("anatcl_core.book", "execute the chapters and render the book"),
 }
 

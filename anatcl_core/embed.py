@@ -2,24 +2,30 @@
 
     anatcl embed --checkpoint runs/yaware-f0/checkpoint.pth --cohort data/adni --out adni.npy
     anatcl embed --released global --fold 0 --cohort data/adni --out adni.npy   (needs network once)
+
+Also here: `EmbeddingCache`, the on-disk cache of a checkpoint's features that `anatcl probe` and the
+book's chapters read.
 """
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.checkpoints import load_checkpoint, load_released
+from anatcl_core.checkpoints import file_digest, load_checkpoint, load_released
 from anatcl_core.data.augment import center_crop
+from anatcl_core.data.batches import training_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
+from anatcl_core.methods import RELEASED_DESCRIPTORS
 from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
-from anatcl_core.data.batches import training_crop
 
 
 class NonFiniteVolumes(ValueError):
@@ -87,14 +93,63 @@ def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
     return write_atomic(path, lambda f: np.save(f, features))
 
 
+@dataclass
+class EmbeddingCache:
+    """Embeddings of cohorts by checkpoints, cached as `<root>/<checkpoint sha256 prefix>/<cohort>.npy`.
+
+    A `<cohort>.source` file beside each array records the cohort's content fingerprint
+    (`Cohort.fingerprint`: tables in full, volumes sampled), so a regenerated cohort of the same name, or one
+    whose volumes were replaced, is embedded again. The encoder is loaded only when some cohort is not cached.
+    `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=)` default to
+    `load_checkpoint` and `embed_cohort` (tests replace them to count calls).
+    """
+
+    root: Path
+    batch_size: int = 8
+    device: str = "auto"
+    load_model: Callable[[Path, str], Any] | None = field(default=None, repr=False)
+    embed_cohort: Callable[..., np.ndarray] | None = field(default=None, repr=False)
+
+    def path_for(self, checkpoint: str | os.PathLike, cohort_name: str) -> Path:
+        return Path(self.root) / file_digest(checkpoint) / f"{cohort_name}.npy"
+
+    def embeddings(self, checkpoint: str | os.PathLike, cohorts: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """checkpoint file + {name: Cohort} -> {name: [N, D] float32 features}, embedding what is not cached."""
+        model = None
+        out = {}
+        for name, cohort in cohorts.items():
+            path = self.path_for(checkpoint, name)
+            source = path.with_suffix(".source")
+            fingerprint = cohort.fingerprint()
+            if path.exists() and source.exists() and source.read_text().strip() == fingerprint:
+                out[name] = np.load(path)
+                continue
+            if model is None:
+                model = self._load(Path(checkpoint))
+            features = np.asarray(self._embed(model, cohort))
+            write_atomic(path, lambda f: np.save(f, features))
+            write_atomic(source, lambda f: f.write(fingerprint.encode()))
+            out[name] = features
+        return out
+
+    def _embed(self, model: Any, cohort: Any) -> np.ndarray:
+        embed = self.embed_cohort or embed_cohort
+        return embed(model, cohort, batch_size=self.batch_size, device=self.device)
+
+    def _load(self, checkpoint: Path) -> Any:
+        if self.load_model is not None:
+            return self.load_model(checkpoint, self.device)
+        return load_checkpoint(checkpoint)           # on CPU; embedding moves it to `device`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from anatcl_core.cli import int_at_least
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
-    source.add_argument("--released", choices=("global", "local"), help="download the authors' weights")
+    source.add_argument("--released", choices=RELEASED_DESCRIPTORS, help="download the authors' weights")
     parser.add_argument("--fold", type=int, choices=range(5), default=None,
                         help="fold of the released weights (0-4, default 0); only with --released")
-    parser.add_argument("--cohort", required=True, help="cohort folder (layout of DESIGN.md)")
+    parser.add_argument("--cohort", required=True, help="cohort folder (participants.tsv, vbm.npy, desikan_roi.npy, meta.json: data_recipes/README.md)")
     parser.add_argument("--out", required=True,
                         help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")

@@ -13,10 +13,11 @@ import torch
 
 from anatcl_core.age_probe import compare_encoders
 from anatcl_core.data.cohort import Cohort
-from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
-from anatcl_core.pretrain import METHODS, PretrainConfig, pretrain
-from anatcl_core.probe import EmbeddingCache, evaluate_tasks
+from anatcl_core.methods import method_ids
+from anatcl_core.pretrain import PretrainConfig, pretrain
+from anatcl_core.embed import EmbeddingCache, embed_volumes
+from anatcl_core.evaluation import evaluate_tasks
 from anatcl_core.tasks import TaskSpec
 
 COHORT_NAMES = ("openbhb", "adni", "oasis3", "schizconnect", "abide1")
@@ -26,7 +27,7 @@ def run_dir(output_dir: str | Path, method: str, fold: int) -> Path:
     return Path(output_dir) / "runs" / f"{method}-fold{fold}"
 
 
-def pretrain_methods(data_root: str | Path, output_dir: str | Path, methods=METHODS, fold: int = 0,
+def pretrain_methods(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
                      **overrides) -> dict[str, Path]:
     """Pretrain each method on `<data_root>/openbhb` (resuming where a run stopped) -> {method: checkpoint}.
 
@@ -45,7 +46,7 @@ def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]
     return {n: Cohort.open(Path(data_root) / n) for n in names if (Path(data_root) / n / "meta.json").exists()}
 
 
-def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=METHODS, fold: int = 0,
+def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
                       device: str = "auto", batch_size: int = 8, cohort_names=COHORT_NAMES,
                       ) -> dict[tuple[str, int], dict]:
     """{(method, fold): {cohort: [N, D]}} from the runs' checkpoints (D = 8 x width), embedding only what is not
@@ -63,7 +64,7 @@ def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=MET
 
 
 def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[TaskSpec | str],
-                     methods=METHODS, fold: int = 0, seed: int = 0, n_splits: int = 5, **probe_options) -> pd.DataFrame:
+                     methods=method_ids(), fold: int = 0, seed: int = 0, n_splits: int = 5, **probe_options) -> pd.DataFrame:
     """Linear probes of every method's frozen features on `tasks` -> tidy results (see probe.evaluate_tasks).
 
     probe_options go to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
@@ -73,7 +74,7 @@ def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[
     return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
 
 
-def age_check(data_root: str | Path, output_dir: str | Path, methods=METHODS, fold: int = 0, seed: int = 0,
+def age_check(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0, seed: int = 0,
               device: str = "auto", reference: str = "simclr") -> pd.DataFrame:
     """Held-out OpenBHB age from every method's frozen features (`age_probe.compare_encoders`).
 

@@ -10,10 +10,11 @@ import torch
 
 from anatcl_core.anatomy import SIMILARITIES, rbf_kernel
 
-METHODS = ("yaware", "expw")
+#: How positives are weighted in the denominator: y-Aware (as is) or ExpW (by 1 - w).
+WEIGHTINGS = ("yaware", "expw")
 
 
-def _check(z: torch.Tensor, weights: torch.Tensor, temperature: float, method: str) -> None:
+def _check(z: torch.Tensor, weights: torch.Tensor, temperature: float, weighting: str) -> None:
     if z.ndim != 3 or z.shape[1] < 1:
         raise ValueError(f"z: expected [N, V, D] unit vectors, got {list(z.shape)}")
     n_views = z.shape[0] * z.shape[1]
@@ -21,17 +22,17 @@ def _check(z: torch.Tensor, weights: torch.Tensor, temperature: float, method: s
         raise ValueError(f"z: need at least 2 views in total to contrast, got shape {list(z.shape)}")
     if weights.shape != (z.shape[0], z.shape[0]):
         raise ValueError(f"weights: expected [N, N] = [{z.shape[0]}, {z.shape[0]}], got {list(weights.shape)}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not torch.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("weights must be finite and >= 0")
-    if method == "expw" and (weights > 1).any():
-        raise ValueError("method='expw' needs weights in [0, 1]: its denominator uses exp(logit * (1 - w))")
+    if weighting == "expw" and (weights > 1).any():
+        raise ValueError("weighting='expw' needs weights in [0, 1]: its denominator uses exp(logit * (1 - w))")
 
 
-def contrastive_loss_from_logits(logits: torch.Tensor, pos_weights: torch.Tensor, method: str = "yaware",
+def contrastive_loss_from_logits(logits: torch.Tensor, pos_weights: torch.Tensor, weighting: str = "yaware",
                                  ) -> torch.Tensor:
     """Weighted contrastive loss from anchor-by-candidate logits.
 
@@ -47,7 +48,7 @@ def contrastive_loss_from_logits(logits: torch.Tensor, pos_weights: torch.Tensor
         bad = torch.nonzero(row_mass.squeeze(1) <= 0).flatten().tolist()[:5]
         raise ValueError(f"anchors {bad} have no positive (all weights zero): use V >= 2 views or weights with "
                          "off-diagonal mass")
-    denominator = logits if method == "yaware" else logits * (1.0 - pos_weights)
+    denominator = logits if weighting == "yaware" else logits * (1.0 - pos_weights)
     log_norm = torch.logsumexp(denominator.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
     log_prob = logits - log_norm
     per_anchor = -((pos_weights / row_mass) * log_prob.masked_fill(self_mask, 0.0)).sum(dim=1)
@@ -55,7 +56,7 @@ def contrastive_loss_from_logits(logits: torch.Tensor, pos_weights: torch.Tensor
 
 
 def weighted_contrastive_loss(z: torch.Tensor, weights: torch.Tensor, temperature: float = 0.1,
-                              method: str = "yaware") -> torch.Tensor:
+                              weighting: str = "yaware") -> torch.Tensor:
     """Weighted contrastive loss over all views (paper Eq. 1; y-Aware of Dufumier et al. 2021, ExpW of Barbano et al. 2023).
 
     z: [N, V, D] unit vectors; weights: [N, N] >= 0, `weights[i, i]` is the weight between two views of
@@ -63,20 +64,20 @@ def weighted_contrastive_loss(z: torch.Tensor, weights: torch.Tensor, temperatur
     y-Aware unchanged. Computed in float32 even under autocast. Identity weights give NT-Xent (SimCLR).
     Returns a scalar.
     """
-    _check(z, weights, temperature, method)
+    _check(z, weights, temperature, weighting)
     n, v, d = z.shape
     with torch.autocast(device_type=z.device.type, enabled=False):
         views = z.float().reshape(n * v, d)                       # row a = subject a // V, view a % V
         logits = (views @ views.T - 1.0) / temperature            # [NV, NV]
         expanded = weights.float().repeat_interleave(v, 0).repeat_interleave(v, 1)
         pos = expanded.masked_fill(torch.eye(n * v, dtype=torch.bool, device=z.device), 0.0)
-        return contrastive_loss_from_logits(logits, pos, method)
+        return contrastive_loss_from_logits(logits, pos, weighting)
 
 
 def nt_xent_loss(z: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent of SimCLR (Chen et al. 2020): only the other views of the same subject are positives. z: [N, V, D]."""
     eye = torch.eye(z.shape[0], device=z.device, dtype=torch.float32)
-    return weighted_contrastive_loss(z, eye, temperature, method="yaware")
+    return weighted_contrastive_loss(z, eye, temperature, weighting="yaware")
 
 
 def anatcl_loss(z: torch.Tensor, age: torch.Tensor, descriptors: torch.Tensor, descriptor: str = "local",

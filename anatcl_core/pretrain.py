@@ -37,13 +37,13 @@ from anatcl_core.data.folds import load_or_make_folds, training_rows
 from anatcl_core.distributed import all_gather_tensor, all_gather_with_grad, is_distributed
 from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
+from anatcl_core.methods import get_method, method_ids
 from anatcl_core.precision import (bf16_autocast, cpu_description, fp32_region, precision_name, resolve_device,
                                    use_bf16)
 from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, claim_run_folder, history_from_csv, log,
                                       non_finite_message, run_folder_lock, setup_logging, stop_agreed,
                                       tensorboard_writer, write_metrics)
 
-METHODS = ("simclr", "l1", "yaware", "expw", "anatcl-global", "anatcl-local")
 # Fields that may change between a run and its resumption without changing what is being trained.
 # Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
@@ -99,8 +99,7 @@ class PretrainConfig:
     overwrite: bool = False         # replace the run in `out` (its files only) instead of refusing
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        get_method(self.method)
         for name, (ok, expected) in _RANGES.items():
             value = getattr(self, name)
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -113,9 +112,14 @@ class PretrainConfig:
             raise ValueError(f"fold: expected 0 to {self.n_folds - 1} (n-folds {self.n_folds}), got {self.fold}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-        if self.n_views < 1 or (self.method == "simclr" and self.n_views < 2):
+        if self.n_views < 1 or (self.objective == "nt-xent" and self.n_views < 2):
             raise ValueError(f"n-views: expected >= 1 (>= 2 for simclr, whose only positives are other views), "
                              f"got {self.n_views}")
+
+    @property
+    def objective(self) -> str:
+        """The loss this run computes (`methods.Method.objective`)."""
+        return get_method(self.method).objective
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,7 +149,8 @@ def compute_loss(cfg: PretrainConfig, out: torch.Tensor, n_local: int, age: torc
     Contrastive methods gather projections (with gradients) and targets from every rank, so the loss is the
     one of the global batch; `age` and `desc` are this rank's [n_local] and [n_local, 3, 68].
     """
-    if cfg.method == "l1":
+    objective = cfg.objective
+    if objective == "l1":
         mean, std = age_stats
         target = ((age - mean) / std).repeat(cfg.n_views)
         loss = F.l1_loss(out.float(), target)
@@ -153,13 +158,11 @@ def compute_loss(cfg: PretrainConfig, out: torch.Tensor, n_local: int, age: torc
     z = out.float().reshape(cfg.n_views, n_local, -1).transpose(0, 1)      # [n_local, V, D]
     z = all_gather_with_grad(z)
     age, desc = all_gather_tensor(age), all_gather_tensor(desc)
-    if cfg.method == "simclr":
-        loss = nt_xent_loss(z, cfg.temperature)
-        return loss, {}
-    if cfg.method in ("yaware", "expw"):
-        loss = weighted_contrastive_loss(z, rbf_kernel(age, age, cfg.sigma), cfg.temperature, cfg.method)
-        return loss, {}
-    loss, terms = anatcl_loss(z, age, desc, cfg.method.split("-")[1], cfg.sigma, cfg.temperature,
+    if objective == "nt-xent":
+        return nt_xent_loss(z, cfg.temperature), {}
+    if objective in ("yaware", "expw"):
+        return weighted_contrastive_loss(z, rbf_kernel(age, age, cfg.sigma), cfg.temperature, objective), {}
+    loss, terms = anatcl_loss(z, age, desc, get_method(cfg.method).descriptor, cfg.sigma, cfg.temperature,
                               cfg.lambda_age, cfg.lambda_anat)
     return loss, {f"loss_{k}": v.item() for k, v in terms.items()}
 
@@ -238,7 +241,7 @@ def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, dev
 
     torch.manual_seed(cfg.seed)                  # same initial weights on every rank
     model = AnatCLModel(cfg.arch, cfg.feat_dim, cfg.width)
-    net: nn.Module = AgeRegressor(model) if cfg.method == "l1" else model
+    net: nn.Module = AgeRegressor(model) if cfg.objective == "l1" else model
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
@@ -275,7 +278,7 @@ def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, dev
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         # On CPU (gloo) SyncBatchNorm is unavailable: each rank normalises its own shard (ghost batch norm).
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=cfg.method == "l1")
+                                                  find_unused_parameters=cfg.objective == "l1")
     step_fn = torch.compile(net) if cfg.compile else net
 
     def save(epoch: int, step: int, partial_epoch: dict | None = None) -> None:
@@ -357,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, required=required, default=None if required else f.default,
-                                choices=METHODS if f.name == "method" else None)
+                                choices=method_ids() if f.name == "method" else None)
 
 
 def run(args: argparse.Namespace) -> int:

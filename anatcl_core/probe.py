@@ -1,4 +1,4 @@
-"""Linear probes on frozen embeddings: the paper's downstream protocol (section 4) and its tables.
+"""Linear probes on frozen embeddings: the downstream protocol we use for the paper's section 4.
 
 A probe is `StandardScaler -> LogisticRegression(class_weight="balanced")` for classification or
 `StandardScaler -> Ridge` for regression, with C / alpha chosen on a log grid by an inner
@@ -7,19 +7,13 @@ level (on the class, or on quantile bins of a continuous target); with `groups` 
 across folds. Scores: balanced accuracy in %, MAE in the target's unit.
 
     result = cross_validate_probe(X, y, "classification")      # X [n, d], y [n]
-    table = evaluate_tasks({("anatcl-global", 0): {"abide1": X_abide}}, {"abide1": participants})
-    paper_table(4, table)                                      # the paper's Table 4 beside ours
 
-Also here: the `anatcl probe` command and the on-disk cache of embeddings it reads.
+The paper's tasks run through these probes in `evaluation.py`; their tables are drawn by `report.py`.
 """
 from __future__ import annotations
 
-import logging
-import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,21 +24,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.tasks import (METHOD_LABELS, SUSPECT_PAPER_VALUES, TaskColumnError, TaskSpec, paper_results,
-                               select_tasks, tasks_for)
-
-log = logging.getLogger(__name__)
 
 #: Log grids for the inner search; embeddings are standardised first, so one grid serves every encoder.
 C_GRID: tuple[float, ...] = tuple(np.logspace(-4, 2, 7))
 ALPHA_GRID: tuple[float, ...] = tuple(np.logspace(-1, 5, 7))
-OPENBHB_TEST_SPLITS = ("internal_test", "external_test")
 
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
-
-# ----------------------------------------------------------------------------- the probe
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -252,14 +238,14 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
                                       grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs)
         scores.append(score(kind, y[test], estimator.predict(X[test])))
         params.append(np.nan if chosen is None else chosen)
-    notes = list(plan.notes) + _search_notes(params, grid, kind, inner_splits)
+    notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits)
     if one_class_folds:
         notes.append(f"{one_class_folds} test fold(s) held a single class and were not scored")
     return ProbeResult(metric, tuple(scores), len(y), plan.n_splits, plan.n_repeats, counts, tuple(params),
                        "; ".join(notes))
 
 
-def _search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int) -> list[str]:
+def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int) -> list[str]:
     """Say how C/alpha was chosen, and flag choices at the grid's edge (the grid may be too narrow)."""
     name = "C" if kind == "classification" else "alpha"
     values = np.asarray((C_GRID if kind == "classification" else ALPHA_GRID) if grid is None else grid)
@@ -273,320 +259,3 @@ def _search_notes(params: list[float], grid: Sequence[float] | None, kind: str, 
     if at_edge and len(values) > 2:
         notes.append(f"{name} at the grid edge in {at_edge}/{len(chosen)} folds")
     return notes
-
-
-# ----------------------------------------------------------------------------- the paper's tasks
-
-def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, *, grid: Sequence[float] | None = None,
-                     inner_splits: int = 3, seed: int = 0, n_jobs: int | None = None) -> dict[str, ProbeResult]:
-    """The paper's OpenBHB protocol: fit on `split == "train"`, score `internal_test` and `external_test`.
-
-    X: [N, d] embeddings of the whole OpenBHB cohort (row i = participants row i).
-    Returns {test split name: ProbeResult with one score}.
-    """
-    rows, y = task.resolve(participants)
-    split = participants["split"].to_numpy()[rows]
-    train = split == "train"
-    metric = metric_for(task.kind)
-    plan = plan_folds(y[train], task.kind, inner_splits, 1, small_class_repeats=1)
-    if not train.any() or plan.problem:
-        reason = "no rows with split == 'train'" if not train.any() else f"train split: {plan.problem}"
-        return {name: not_evaluable(metric, int((split == name).sum()), reason) for name in OPENBHB_TEST_SPLITS}
-    features = np.asarray(X)[rows]
-    estimator, chosen = fit_probe(features[train], y[train], task.kind, grid=grid, inner_splits=inner_splits,
-                                  seed=seed, n_jobs=n_jobs)
-    results = {}
-    for name in OPENBHB_TEST_SPLITS:
-        test = split == name
-        if not test.any():
-            results[name] = not_evaluable(metric, 0, f"no rows with split == {name!r}")
-            continue
-        counts = tuple(int(c) for c in np.bincount(y[test])) if task.kind == "classification" else ()
-        note = "; ".join([f"fit on {int(train.sum())} train rows, scored on {int(test.sum())} {name} rows"]
-                         + _search_notes([np.nan if chosen is None else chosen], grid, task.kind, inner_splits))
-        results[name] = ProbeResult(metric, (score(task.kind, y[test], estimator.predict(features[test])),),
-                                    int(test.sum()), 1, 1, counts, (np.nan if chosen is None else chosen,), note)
-    return results
-
-
-RESULT_COLUMNS = ("method", "fold", "task", "cohort", "table", "metric", "evaluation", "score", "std", "n",
-                  "n_splits", "n_repeats", "class_counts", "evaluable", "note")
-
-
-def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeResult) -> dict[str, Any]:
-    return {"method": method, "fold": fold, "task": task.id, "cohort": task.cohort, "table": task.table,
-            "metric": result.metric, "evaluation": evaluation, "score": result.mean, "std": result.std,
-            "n": result.n_samples, "n_splits": result.n_splits, "n_repeats": result.n_repeats,
-            "class_counts": "/".join(map(str, result.class_counts)), "evaluable": result.evaluable,
-            "note": result.note}
-
-
-def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task: TaskSpec, *,
-                  groups_column: str | None = None, **probe_options: Any) -> dict[str, ProbeResult]:
-    """One task on one embedding matrix X [N, d] of the task's cohort -> {evaluation name: result}.
-
-    Evaluation names: "cv" for cross-validated tasks, the OpenBHB test splits otherwise. A missing
-    cohort or embedding, or a participants table without the task's columns, gives not-evaluable results
-    that say so.
-    """
-    metric = metric_for(task.kind)
-    names = OPENBHB_TEST_SPLITS if task.protocol == "openbhb" else ("cv",)
-    missing = "participants table" if participants is None else "embeddings" if X is None else None
-    if missing:
-        return {name: not_evaluable(metric, 0, f"no {missing} for cohort {task.cohort!r}") for name in names}
-    if len(X) != len(participants):
-        raise ValueError(f"task {task.id!r}: {len(X)} embedding rows for {len(participants)} participants rows "
-                         f"of cohort {task.cohort!r}; expected row i to describe participant i")
-    finite = np.isfinite(np.asarray(X, dtype=float)).all(axis=1)
-    if not finite.all():
-        ids = participants["participant_id"].to_numpy()[~finite] if "participant_id" in participants else \
-            np.flatnonzero(~finite)
-        raise ValueError(f"task {task.id!r}: features of cohort {task.cohort!r} are not finite for "
-                         f"{', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} ({len(ids)} row(s)); "
-                         "expected finite features: check the checkpoint (did its training diverge?)")
-    try:
-        if task.protocol == "openbhb":
-            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}
-            return evaluate_openbhb(X, participants, task, **keep)
-        rows, y = task.resolve(participants)
-    except TaskColumnError as err:           # e.g. a cohort imported without the columns this task reads
-        return {name: not_evaluable(metric, len(participants), str(err)) for name in names}
-    groups = None if groups_column is None else participants[groups_column].to_numpy()[rows]
-    return {"cv": cross_validate_probe(np.asarray(X)[rows], y, task.kind, groups, **probe_options)}
-
-
-def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
-                   cohorts: Mapping[str, pd.DataFrame], tasks: Iterable[TaskSpec | str] | None = None, *,
-                   groups_column: str | None = None, **probe_options: Any) -> pd.DataFrame:
-    """Every (method, fold) embedding set x every task -> one tidy DataFrame (columns RESULT_COLUMNS).
-
-    embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
-    tasks: specs or ids (None: all 22); probe_options: passed to `cross_validate_probe` (n_splits, seed, ...).
-    One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
-    """
-    specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
-    rows = []
-    for (method, fold), by_cohort in embeddings.items():
-        for task in specs:
-            log.info("probe %s fold %s: %s", method, fold, task.id)
-            results = evaluate_task(by_cohort.get(task.cohort), cohorts.get(task.cohort), task,
-                                    groups_column=groups_column, **probe_options)
-            rows.extend(_row(method, fold, task, name, result) for name, result in results.items())
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-
-
-# ----------------------------------------------------------------------------- the paper's tables
-
-def summarise(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
-    """Per (method, task): mean and std of the scores, as the paper's cells are.
-
-    With several pretraining folds (checkpoints) of a method, mean and std are over their scores (the
-    paper's 5 folds); with a single one, they are that run's mean and std over its CV folds.
-    OpenBHB tasks use the `openbhb_split` test split. Columns: method, task, metric, mean, std, runs, spread.
-    """
-    kept = results[results["evaluable"].astype(bool)
-                   & results["evaluation"].isin(["cv", openbhb_split])]
-
-    def one(group: pd.DataFrame) -> pd.Series:
-        if len(group) > 1:
-            return pd.Series({"mean": group["score"].mean(), "std": group["score"].std(ddof=0),
-                              "runs": len(group), "spread": "checkpoints"})
-        only = group.iloc[0]
-        return pd.Series({"mean": only["score"], "std": only["std"], "runs": 1,
-                          "spread": "test split" if only["evaluation"] != "cv" else "cv folds"})
-
-    if kept.empty:
-        return pd.DataFrame(columns=["method", "task", "metric", "mean", "std", "runs", "spread"])
-    return (kept.groupby(["method", "task", "metric"], sort=False)[["score", "std", "evaluation"]]
-            .apply(one).reset_index())
-
-
-def _cell(mean: float, std: float, digits: int) -> str:
-    if pd.isna(mean):
-        return "—"
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _lookup(frame: pd.DataFrame, method: str, task: str) -> pd.Series | None:
-    """The (method, task) row of a frame indexed by both, or None."""
-    return frame.loc[(method, task)] if (method, task) in frame.index else None
-
-
-def _ours_by_label(ours: pd.DataFrame, openbhb_split: str) -> pd.DataFrame:
-    """`summarise(ours)` indexed by (the paper's method label, task id)."""
-    summary = summarise(ours, openbhb_split)
-    summary["method"] = summary["method"].map(lambda m: METHOD_LABELS.get(m, m))
-    return summary.set_index(["method", "task"])
-
-
-def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: str = "internal_test",
-                digits: int = 2) -> pd.DataFrame:
-    """The paper's Table 2, 3, 4 or 5 as a DataFrame of "mean ± std" strings.
-
-    Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper.
-    Columns: (dataset, task label) as in the paper's header; with `ours` (an `evaluate_tasks` frame)
-    each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's). Labels marked
-    † are values the paper prints under a heading they do not seem to match (see `.attrs["footnotes"]`).
-    """
-    specs = tasks_for(table)
-    if not specs:
-        raise ValueError(f"paper_table: table must be 2, 3, 4 or 5, got {table!r}")
-    paper = paper_results().query("table == @table").set_index(["method", "task"])
-    summary = None if ours is None else _ours_by_label(ours, openbhb_split)
-    methods = list(METHOD_LABELS.values())
-    if summary is not None:
-        methods += [m for m in summary.index.get_level_values("method").unique() if m not in methods]
-    columns: dict[tuple[str, ...], list[str]] = {}
-    for task in specs:
-        head = (task.group, task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else ""))
-        for method in methods:
-            theirs = _lookup(paper, method, task.id)
-            paper_cell = "—" if theirs is None else _cell(theirs["mean"], theirs["std"], digits)
-            if summary is None:
-                columns.setdefault(head, []).append(paper_cell)
-                continue
-            mine = _lookup(summary, method, task.id)
-            diff = np.nan if mine is None or theirs is None else mine["mean"] - theirs["mean"]
-            columns.setdefault(head + ("paper",), []).append(paper_cell)
-            columns.setdefault(head + ("ours",), []).append("—" if mine is None else
-                                                             _cell(mine["mean"], mine["std"], digits))
-            columns.setdefault(head + ("Δ",), []).append("—" if pd.isna(diff) else f"{diff:+.{digits}f}")
-    frame = pd.DataFrame(columns, index=pd.Index(methods, name="method"))
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
-    frame.attrs["footnotes"] = [f"† {task}: {why}" for task, why in SUSPECT_PAPER_VALUES.items()
-                                if any(t.id == task for t in specs)]
-    if table == 2 and ours is not None:
-        frame.attrs["footnotes"].append(f"our OpenBHB scores are on its {openbhb_split} split")
-    return frame
-
-
-# ----------------------------------------------------------------------------- embedding cache
-
-@dataclass
-class EmbeddingCache:
-    """Embeddings of cohorts by checkpoints, cached as `<root>/<checkpoint sha256 prefix>/<cohort>.npy`.
-
-    A `<cohort>.source` file beside each array records the cohort's content fingerprint
-    (`Cohort.fingerprint`: tables in full, volumes sampled), so a regenerated cohort of the same name, or one
-    whose volumes were replaced, is embedded again. The encoder is loaded only when some cohort is not cached.
-    `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=)` default to
-    `anatcl_core.checkpoints.load_checkpoint` and `anatcl_core.embed.embed_cohort`.
-    """
-
-    root: Path
-    batch_size: int = 8
-    device: str = "auto"
-    load_model: Callable[[Path, str], Any] | None = field(default=None, repr=False)
-    embed_cohort: Callable[..., np.ndarray] | None = field(default=None, repr=False)
-
-    def path_for(self, checkpoint: str | os.PathLike, cohort_name: str) -> Path:
-        from anatcl_core.checkpoints import file_digest
-        return Path(self.root) / file_digest(checkpoint) / f"{cohort_name}.npy"
-
-    def embeddings(self, checkpoint: str | os.PathLike, cohorts: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """checkpoint file + {name: Cohort} -> {name: [N, D] float32 features}, embedding what is not cached."""
-        model = None
-        out = {}
-        for name, cohort in cohorts.items():
-            path = self.path_for(checkpoint, name)
-            source = path.with_suffix(".source")
-            fingerprint = cohort.fingerprint()
-            if path.exists() and source.exists() and source.read_text().strip() == fingerprint:
-                out[name] = np.load(path)
-                continue
-            if model is None:
-                model = self._load(Path(checkpoint))
-            features = np.asarray(self._embed(model, cohort))
-            write_atomic(path, lambda f: np.save(f, features))
-            write_atomic(source, lambda f: f.write(fingerprint.encode()))
-            out[name] = features
-        return out
-
-    def _embed(self, model: Any, cohort: Any) -> np.ndarray:
-        if self.embed_cohort is not None:
-            return self.embed_cohort(model, cohort, batch_size=self.batch_size, device=self.device)
-        from anatcl_core.embed import embed_cohort     # needs torch and the encoder: import only when embedding
-        return embed_cohort(model, cohort, batch_size=self.batch_size, device=self.device)
-
-    def _load(self, checkpoint: Path) -> Any:
-        if self.load_model is not None:
-            return self.load_model(checkpoint, self.device)
-        from anatcl_core.checkpoints import load_checkpoint
-        return load_checkpoint(checkpoint)           # on CPU; embedding moves it to `device`
-
-
-# ----------------------------------------------------------------------------- command line
-
-_SPEC = re.compile(r"^(?P<method>[\w.-]+)(?::(?P<fold>\d+))?=(?P<path>.+)$")
-
-
-def parse_checkpoint(spec: str) -> tuple[str, int, Path]:
-    """'METHOD[:FOLD]=PATH' or 'PATH' -> (method id, fold, path).
-
-    Without a prefix the method is the first path component that is, or starts with, a known method id
-    followed by '-' or '_' (so `runs/yaware-fold2/checkpoint.pth`, the layout `anatcl pretrain` writes, is
-    yaware fold 2), else the file's folder when the stem says nothing ('checkpoint', 'weights', ...), else the
-    stem; the fold is the number in a 'fold<k>' component (else 0).
-    """
-    match = _SPEC.match(spec)
-    if match and not Path(spec).exists():
-        return match["method"], int(match["fold"] or 0), Path(match["path"])
-    path = Path(spec)
-    parts = [p.lower() for p in path.with_suffix("").parts]
-    def known(part: str) -> str | None:
-        ids = [m for m in METHOD_LABELS if part == m or part.startswith((f"{m}-", f"{m}_"))]
-        return max(ids, key=len) if ids else None   # 'anatcl-local-fold0' is anatcl-local
-    generic = path.stem.lower() in ("checkpoint", "weights", "last", "best", "model")
-    fallback = path.parent.name if generic and path.parent.name else path.stem
-    method = next((m for p in parts if (m := known(p))), fallback)
-    fold = next((int(m[1]) for p in parts for m in [re.search(r"fold[_-]?(\d+)", p)] if m), 0)
-    return method, fold, path
-
-
-def add_arguments(parser: Any) -> None:
-    from anatcl_core.cli import int_at_least
-    parser.add_argument("--checkpoint", nargs="+", required=True, metavar="[METHOD[:FOLD]=]PATH",
-                        help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
-    parser.add_argument("--data", required=True, type=Path, help="folder holding one cohort folder per dataset")
-    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="ID", help="task ids, or 'all' (default)")
-    parser.add_argument("--out", required=True, type=Path, help="results CSV (one row per method, fold, task)")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="embedding cache folder (default: 'embedding_cache' beside --out)")
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
-    parser.add_argument("--n-splits", type=int_at_least(2), default=5, help="outer cross-validation folds")
-    parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
-
-
-def run(args: Any) -> int:
-    """`anatcl probe`: embed the needed cohorts (cached), run the probes, write the tidy results CSV."""
-    from anatcl_core.data.cohort import Cohort
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    tasks = select_tasks(args.tasks)
-    check_writable_folder(Path(args.out).resolve().parent, "--out")
-    from anatcl_core.precision import resolve_device
-    resolve_device(args.device)
-    named: dict[tuple[str, int], Path] = {}
-    for spec in args.checkpoint:                     # every name checked before anything is embedded
-        method, fold, path = parse_checkpoint(spec)
-        if not path.is_file():
-            raise FileNotFoundError(2, "no such checkpoint file", str(path))
-        if (method, fold) in named:
-            raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
-                             f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")
-        named[(method, fold)] = path
-    names = list(dict.fromkeys(t.cohort for t in tasks))
-    cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
-    for name in sorted(set(names) - set(cohorts)):
-        log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
-    cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
-    embeddings = {}
-    for (method, fold), path in named.items():
-        embeddings[(method, fold)] = cache.embeddings(path, cohorts)
-    results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
-                             n_splits=args.n_splits, seed=args.seed)
-    write_atomic(args.out, lambda f: results.to_csv(f, index=False))
-    shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"wrote {args.out}")
-    return 0

@@ -1,28 +1,33 @@
-"""Probe results beside the paper's: the score figure and the best-method summary of chapters 5-8.
+"""Probe results beside the paper's: its tables, the score figure and the best-method summary of chapters 5-8.
 
-    results = evaluate_methods(data_root, output_dir, tasks_for(2), methods)   # probe.RESULT_COLUMNS frame
+    results = evaluate_methods(data_root, output_dir, tasks_for(2), methods)   # evaluation.RESULT_COLUMNS
+    paper_table(2, results)                            # the paper's Table 2 with our cells and the differences
     fig = plot_scores(results, tasks_for(2), 2)        # one panel per task: this run (dots) and the paper (crosses)
     best = best_methods(results, tasks_for(2), 2)      # one row per task: best method here and in the paper
     print(best_methods_markdown(best))
 
 Scores are balanced accuracy in % (higher is better) or mean absolute error in the target's unit (lower is
-better). Our value for a (method, task) is `probe.summarise`'s: the run's mean and SD over cross-validation
+better). Our value for a (method, task) is `summarise`'s: the run's mean and SD over cross-validation
 folds (over checkpoints when there are several pretraining folds), on OpenBHB's internal test split;
-methods carry the paper's labels (`probe.METHOD_LABELS`) and are drawn in that dict's order.
+methods carry the paper's labels (`methods.METHOD_LABELS`) and are drawn in that dict's order.
+matplotlib is imported by the plotting function only, so the tables work without it.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from anatcl_core.probe import METHOD_LABELS, summarise
-from anatcl_core.tasks import TaskSpec, paper_results, select_tasks
+from anatcl_core.methods import METHOD_LABELS, label_of
+from anatcl_core.tasks import SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
-#: Columns of an `evaluate_tasks` frame (probe.RESULT_COLUMNS) that this module reads.
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Columns of an `evaluate_tasks` frame (evaluation.RESULT_COLUMNS) that this module reads.
 NEEDED_COLUMNS = ("method", "task", "metric", "evaluation", "score", "std", "evaluable")
 
 #: Columns of `best_methods`' frame.
@@ -34,21 +39,97 @@ def _specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
     return [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in tasks]
 
 
+def summarise(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """Per (method, task): mean and std of the scores, as the paper's cells are.
+
+    With several pretraining folds (checkpoints) of a method, mean and std are over their scores (the
+    paper's 5 folds); with a single one, they are that run's mean and std over its CV folds.
+    OpenBHB tasks use the `openbhb_split` test split. Columns: method, task, metric, mean, std, runs, spread.
+    """
+    kept = results[results["evaluable"].astype(bool)
+                   & results["evaluation"].isin(["cv", openbhb_split])]
+
+    def one(group: pd.DataFrame) -> pd.Series:
+        if len(group) > 1:
+            return pd.Series({"mean": group["score"].mean(), "std": group["score"].std(ddof=0),
+                              "runs": len(group), "spread": "checkpoints"})
+        only = group.iloc[0]
+        return pd.Series({"mean": only["score"], "std": only["std"], "runs": 1,
+                          "spread": "test split" if only["evaluation"] != "cv" else "cv folds"})
+
+    if kept.empty:
+        return pd.DataFrame(columns=["method", "task", "metric", "mean", "std", "runs", "spread"])
+    return (kept.groupby(["method", "task", "metric"], sort=False)[["score", "std", "evaluation"]]
+            .apply(one).reset_index())
+
+
 def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
     """This run's score per (method, task) with the paper's method labels, scored rows only.
 
-    Columns as `probe.summarise`: method (paper label, or our id when the paper has none), task, metric,
+    Columns as `summarise`: method (paper label, or our id when the paper has none), task, metric,
     mean and std (% or the target's unit), runs, spread. Raises ValueError naming any column of
     NEEDED_COLUMNS that `results` lacks.
     """
     missing = [c for c in NEEDED_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(f"results lack column(s) {missing}; expected a probe.evaluate_tasks frame with "
+        raise ValueError(f"results lack column(s) {missing}; expected an evaluation.evaluate_tasks frame with "
                          f"columns {list(NEEDED_COLUMNS)}")
     summary = summarise(results, openbhb_split)
-    summary["method"] = summary["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    summary["method"] = summary["method"].map(label_of)
     # An evaluable task whose every test fold was skipped (one class only) has no mean: nothing to rank.
     return summary.dropna(subset=["mean"])
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _lookup(frame: pd.DataFrame, method: str, task: str) -> pd.Series | None:
+    """The (method, task) row of a frame indexed by both, or None."""
+    return frame.loc[(method, task)] if (method, task) in frame.index else None
+
+
+def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: str = "internal_test",
+                digits: int = 2) -> pd.DataFrame:
+    """The paper's Table 2, 3, 4 or 5 as a DataFrame of "mean ± std" strings.
+
+    Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper.
+    Columns: (dataset, task label) as in the paper's header; with `ours` (an `evaluate_tasks` frame)
+    each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's). Labels marked
+    † are values the paper prints under a heading they do not seem to match (see `.attrs["footnotes"]`).
+    """
+    specs = tasks_for(table)
+    if not specs:
+        raise ValueError(f"paper_table: table must be 2, 3, 4 or 5, got {table!r}")
+    paper = paper_results().query("table == @table").set_index(["method", "task"])
+    summary = None if ours is None else ours_by_method(ours, openbhb_split).set_index(["method", "task"])
+    methods = list(METHOD_LABELS.values())
+    if summary is not None:
+        methods += [m for m in summary.index.get_level_values("method").unique() if m not in methods]
+    columns: dict[tuple[str, ...], list[str]] = {}
+    for task in specs:
+        head = (task.group, task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else ""))
+        for method in methods:
+            theirs = _lookup(paper, method, task.id)
+            paper_cell = "—" if theirs is None else _cell(theirs["mean"], theirs["std"], digits)
+            if summary is None:
+                columns.setdefault(head, []).append(paper_cell)
+                continue
+            mine = _lookup(summary, method, task.id)
+            diff = np.nan if mine is None or theirs is None else mine["mean"] - theirs["mean"]
+            columns.setdefault(head + ("paper",), []).append(paper_cell)
+            columns.setdefault(head + ("ours",), []).append("—" if mine is None else
+                                                             _cell(mine["mean"], mine["std"], digits))
+            columns.setdefault(head + ("Δ",), []).append("—" if pd.isna(diff) else f"{diff:+.{digits}f}")
+    frame = pd.DataFrame(columns, index=pd.Index(methods, name="method"))
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    frame.attrs["footnotes"] = [f"† {task}: {why}" for task, why in SUSPECT_PAPER_VALUES.items()
+                                if any(t.id == task for t in specs)]
+    if table == 2 and ours is not None:
+        frame.attrs["footnotes"].append(f"our OpenBHB scores are on its {openbhb_split} split")
+    return frame
 
 
 def _paper(table: int) -> pd.DataFrame:
@@ -60,10 +141,12 @@ def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: i
                 openbhb_split: str = "internal_test") -> Figure:
     """One panel per task: this run's mean ± one SD (dots, error bars) and the paper's mean (crosses).
 
-    results: a probe.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
+    results: an evaluation.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
     paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order (methods the paper
     lacks are not drawn); y: the task's metric, balanced accuracy in % or MAE in the target's unit.
     """
+    import matplotlib.pyplot as plt
+
     specs = _specs(tasks)
     if not specs:
         raise ValueError("plot_scores: no tasks to plot")

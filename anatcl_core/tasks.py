@@ -27,16 +27,6 @@ import pandas as pd
 Kind = Literal["classification", "regression"]
 Metric = Literal["balanced_accuracy", "mae"]
 
-#: Our method ids -> the paper's row labels, in the paper's row order.
-METHOD_LABELS: dict[str, str] = {
-    "simclr": "SimCLR",
-    "l1": "L1",
-    "yaware": "y-Aware",
-    "expw": "ExpW",
-    "anatcl-global": "AnatCL-G3",
-    "anatcl-local": "AnatCL-L3",
-}
-
 #: Cohort ids -> dataset names as the paper's table headers print them.
 COHORT_LABELS: dict[str, str] = {
     "openbhb": "OpenBHB",

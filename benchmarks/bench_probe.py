@@ -24,8 +24,9 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from anatcl_core.data.synthetic import COHORTS, simulate_tables
-from anatcl_core.probe import evaluate_tasks
-from anatcl_core.tasks import METHOD_LABELS, TASKS
+from anatcl_core.evaluation import evaluate_tasks
+from anatcl_core.methods import METHOD_LABELS
+from anatcl_core.tasks import TASKS
 
 EMBED_DIM = 512
 

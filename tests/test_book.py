@@ -1,19 +1,20 @@
-"""The book's sources: stripped notebooks with parameters, a consistent table of contents and parameter files,
-a build that names the failing chapter and cell, and the "Reproduce at scale" batch run as written."""
-import json
+"""The book's sources: MyST notebooks without outputs and with parameters, a consistent table of contents and
+parameter files, a build that names the failing chapter and cell, and the "Reproduce at scale" batch run as
+written."""
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
-import yaml
 
-from anatcl_core.book import ChapterFailed, chapter_order, execute_chapter, load_params
+from anatcl_core.book import (ChapterFailed, chapter_order, execute_chapter, is_notebook_source, load_params,
+                              notebook_from_source)
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))
+NOTEBOOKS = sorted(p for p in (REPO / "book").glob("*.md") if is_notebook_source(p))
 
 
 def test_there_is_a_chapter_for_every_experiment():
@@ -24,27 +25,42 @@ def test_there_is_a_chapter_for_every_experiment():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_are_committed_without_outputs_and_have_parameters(path):
-    nb = json.loads(path.read_text())
+    nb = jupytext.read(path)
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert not [c for c in code if c.get("outputs") or c.get("execution_count")], f"{path.name} carries outputs"
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
     source = "".join(tagged[0]["source"])
     for name in ("data_source", "data_root", "output_dir", "resolution", "n_subjects", "seed"):
         assert re.search(rf"^{name} = ", source, re.M), f"{path.name}: parameter {name} missing"
     assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_build_turns_each_chapter_into_the_same_cells(path, tmp_path):
+    notebook = nbformat.read(notebook_from_source(path, tmp_path / f"{path.stem}.ipynb"), as_version=4)
+    again = jupytext.read(path)
+    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells] == \
+        [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in again.cells]
+    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+
+
+def test_only_chapters_count_as_notebooks_plain_pages_do_not():
+    assert not is_notebook_source(REPO / "book" / "intro.md")
+    assert not is_notebook_source(REPO / "book" / "reproduce.md")
+    assert not is_notebook_source(REPO / "README.md")
 
 
 def test_toc_lists_every_chapter_and_params_name_real_chapters():
     order = chapter_order(REPO / "_toc.yml")
     assert order[0] == "book/intro"
     for entry in order:
-        assert (REPO / f"{entry}.ipynb").exists() or (REPO / f"{entry}.md").exists(), entry
+        assert (REPO / f"{entry}.md").exists(), entry
     assert {f"book/{p.stem}" for p in NOTEBOOKS} <= set(order)
     for params_file in (REPO / "book" / "params").glob("*.yaml"):
         params = load_params(params_file)
         for chapter, overrides in params.get("chapters", {}).items():
-            nb = nbformat.read(REPO / "book" / f"{chapter}.ipynb", as_version=4)
+            nb = jupytext.read(REPO / "book" / f"{chapter}.md")
             source = "".join(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
             for name in overrides:
                 assert re.search(rf"^{name} = ", source, re.M), f"{params_file.name}: {chapter} has no {name}"

@@ -1,6 +1,5 @@
 """The encoder and checkpoint loading, against the authors' own model code (PyPI `anatcl` 0.0.3)."""
 import argparse
-import io
 
 import pytest
 import torch

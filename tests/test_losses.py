@@ -138,15 +138,15 @@ def test_anatcl_objective_is_the_weighted_sum_of_its_two_terms(descriptor, simil
 @pytest.mark.parametrize("kwargs, match", [
     (dict(z=torch.zeros(4, 8)), r"\[N, V, D\]"),
     (dict(weights=torch.ones(3, 3)), r"\[N, N\] = \[4, 4\]"),
-    (dict(method="supcon"), "method must be one of"),
+    (dict(weighting="supcon"), "weighting must be one of"),
     (dict(temperature=0.0), "temperature"),
     (dict(weights=-torch.ones(4, 4)), ">= 0"),
-    (dict(weights=2 * torch.ones(4, 4), method="expw"), r"weights in \[0, 1\]"),
+    (dict(weights=2 * torch.ones(4, 4), weighting="expw"), r"weights in \[0, 1\]"),
     (dict(z=torch.nn.functional.normalize(torch.ones(4, 1, 8), dim=-1), weights=torch.eye(4)), "no positive"),
 ])
 def test_bad_inputs_raise(kwargs, match):
     args = dict(z=torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1), weights=torch.eye(4),
-                temperature=0.1, method="yaware")
+                temperature=0.1, weighting="yaware")
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         weighted_contrastive_loss(**args)

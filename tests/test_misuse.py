@@ -16,7 +16,7 @@ from anatcl_core.data.cohort import CohortError, CohortWriter, UNFINISHED_MARKER
 from anatcl_core.embed import NonFiniteVolumes, embed_cohort
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.pretrain import PretrainConfig, pretrain
-from anatcl_core.probe import parse_checkpoint
+from anatcl_core.evaluation import parse_checkpoint
 from anatcl_core.training_run import RunFolderError
 
 from conftest import TINY_AFFINE, TINY_SHAPE, make_tiny_cohort
@@ -256,14 +256,14 @@ def test_a_config_json_that_is_not_a_run_is_never_replaced(tiny_cohort, tmp_path
 
 
 def test_a_task_whose_column_is_missing_is_not_evaluable_not_an_abort(tiny_cohort):
-    from anatcl_core.probe import evaluate_task
+    from anatcl_core.evaluation import evaluate_task
     from anatcl_core.tasks import TASKS
     results = evaluate_task(np.zeros((len(tiny_cohort), 4)), tiny_cohort.participants, TASKS["openbhb/age"])
     assert results and all(not r.evaluable and "no column(s) ['split']" in r.note for r in results.values())
 
 
 def test_non_finite_features_name_the_cohort_and_the_subjects(tiny_cohort):
-    from anatcl_core.probe import evaluate_task
+    from anatcl_core.evaluation import evaluate_task
     from anatcl_core.tasks import TASKS
     features = np.zeros((len(tiny_cohort), 4))
     features[[2, 7]] = np.nan

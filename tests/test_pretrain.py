@@ -1,6 +1,5 @@
 """The pretraining engine on CPU: every method runs and learns, resume is exact, checkpoints survive kills."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,8 @@ from hypothesis import strategies as st
 from anatcl_core import load_checkpoint
 from anatcl_core.data.folds import load_or_make_folds, make_folds, training_rows
 from anatcl_core.data.batches import epoch_plan, training_crop
-from anatcl_core.pretrain import METHODS, AgeRegressor, PretrainConfig, compute_loss, pretrain
+from anatcl_core.methods import METHODS
+from anatcl_core.pretrain import AgeRegressor, PretrainConfig, compute_loss, pretrain
 from anatcl_core.encoder import AnatCLModel
 
 

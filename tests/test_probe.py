@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 from pathlib import Path
@@ -18,12 +17,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from anatcl_core import probe
+from anatcl_core import evaluation
 from anatcl_core.data.cohort import Cohort
+from anatcl_core.embed import EmbeddingCache
+from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
-from anatcl_core.probe import (EmbeddingCache, cross_validate_probe, cv_splits, evaluate_openbhb, evaluate_tasks,
-                               paper_table, parse_checkpoint, summarise)
-from anatcl_core.tasks import METHOD_LABELS, TASKS, tasks_for
+from anatcl_core.methods import METHOD_LABELS
+from anatcl_core.probe import cross_validate_probe, cv_splits
+from anatcl_core.report import paper_table, summarise
+from anatcl_core.tasks import TASKS, tasks_for
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "anatcl_core" / "paper_tables.csv"
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper.md"
@@ -291,7 +293,7 @@ def test_evaluate_tasks_tidy_frame_over_methods_and_folds():
     embeddings = {(m, f): {"adni": rng.normal(size=(72, 6))} for m in ("simclr", "l1") for f in (0, 1)}
     results = evaluate_tasks(embeddings, {"adni": participants}, ["adni/ad-vs-hc", "adni/smci-vs-pmci"],
                              grid=SMALL_GRID, inner_splits=2, small_class_repeats=1)
-    assert list(results.columns) == list(probe.RESULT_COLUMNS) and len(results) == 8
+    assert list(results.columns) == list(evaluation.RESULT_COLUMNS) and len(results) == 8
     assert set(results["class_counts"]) == {"30/20", "12/10"}
     assert paper_table(3, results).loc["L1", ("ADNI", "HC vs AD", "ours")] != "—"
 

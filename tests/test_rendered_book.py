@@ -51,10 +51,10 @@ def test_pages_render_with_content_and_no_errors(tmp_path, page, must_contain):
 def test_the_build_recorded_how_long_each_chapter_took():
     import pandas as pd
 
-    from anatcl_core.book import REPO, chapter_order
+    from anatcl_core.book import REPO, chapter_order, is_notebook_source
 
     timings = pd.read_csv(HTML.parent / "timings.csv")
-    chapters = [e for e in chapter_order(REPO / "_toc.yml") if (REPO / f"{e}.ipynb").exists()]
+    chapters = [e for e in chapter_order(REPO / "_toc.yml") if is_notebook_source(REPO / f"{e}.md")]
     assert list(timings["step"]) == ["synthetic data", *chapters, "jupyter-book build"]
     assert (timings["seconds"] >= 0).all() and timings["seconds"].sum() > 0
     assert (timings["status"] == "ok").all()

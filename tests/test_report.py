@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core.probe import RESULT_COLUMNS
+from anatcl_core.evaluation import RESULT_COLUMNS
 from anatcl_core.report import best_methods, best_methods_markdown, plot_scores
-from anatcl_core.tasks import METHOD_LABELS, TASKS, paper_results
+from anatcl_core.methods import METHOD_LABELS
+from anatcl_core.tasks import TASKS, paper_results
 
 METHODS = list(METHOD_LABELS)
 
 
 def result_row(method: str, task: str, evaluation: str, score: float, std: float, evaluable: bool = True,
                note: str = "") -> dict:
-    """One row of an evaluate_tasks frame (all of probe.RESULT_COLUMNS), pretraining fold 0."""
+    """One row of an evaluate_tasks frame (all of evaluation.RESULT_COLUMNS), pretraining fold 0."""
     spec = TASKS[task]
     return {"method": method, "fold": 0, "task": task, "cohort": spec.cohort, "table": spec.table,
             "metric": spec.metric, "evaluation": evaluation, "score": score, "std": std, "n": 40, "n_splits": 3,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core.probe import evaluate_tasks
+from anatcl_core.evaluation import evaluate_tasks
 from anatcl_core.tasks import TASKS, TaskColumnError, paper_results, select_tasks, tasks_for
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "anatcl_core" / "paper_tables.csv"
