@@ -2,13 +2,17 @@
 
 The data goes to a hidden temporary file in the target's folder (same filesystem, so the final rename is
 atomic), is flushed to disk, then renamed over the target; on any error the temporary file is removed.
+
+Alongside: owner markers, one line "pid host" naming the process that holds a half-written cohort folder or a
+run folder, so that what a killed process left behind can be told from what a live one is still writing.
 """
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, NamedTuple
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -55,3 +59,41 @@ def process_alive(pid: int) -> bool:
     except PermissionError:                  # exists, owned by another user
         return True
     return True
+
+
+class Owner(NamedTuple):
+    """The process an owner marker names: `pid` on `host` (as socket.gethostname() spells it)."""
+
+    pid: int
+    host: str
+
+    def gone(self) -> bool:
+        """Whether the owner is known to have died: a process on this host that no longer exists.
+
+        A process on another host cannot be checked from here, so it never counts as gone.
+        """
+        return self.host == socket.gethostname() and not process_alive(self.pid)
+
+
+def write_owner(path: str | os.PathLike) -> None:
+    """Create `path` holding "pid host" for this process; FileExistsError if it exists.
+
+    Created exclusively (O_EXCL), so of two processes racing to write the same marker only one succeeds:
+    that is what lets the marker serve as a lock.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+
+
+def read_owner(path: str | os.PathLike) -> Owner | None:
+    """The owner `path` names, or None when it cannot be read or is not "pid host".
+
+    None covers a missing file, a marker that another process has created but not yet written (or was killed
+    before writing), and files in an older or foreign format: callers treat it as an owner that may be alive.
+    """
+    try:
+        pid, host = Path(path).read_text().split()
+        return Owner(int(pid), host)
+    except (OSError, ValueError):
+        return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -22,7 +21,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from anatcl_core.atomic import process_alive, write_atomic
+from anatcl_core.atomic import read_owner, write_atomic, write_owner
 from anatcl_core.precision import precision_name
 
 if TYPE_CHECKING:
@@ -127,25 +126,21 @@ def run_folder_lock(out: Path):
     """Hold `out` for this process while it trains: a second run started into the same folder is refused
     instead of silently replacing the first. A lock left by a process that died (on this host) is taken over."""
     lock = out / LOCK_FILE
-    owner = f"{os.getpid()} {socket.gethostname()}"
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            write_owner(lock)
             break
         except FileExistsError:
-            try:
-                pid, host = lock.read_text().split()
-            except (OSError, ValueError):
-                pid, host = "0", socket.gethostname()        # unreadable: written by a process killed mid-write
-            if host != socket.gethostname() or process_alive(int(pid)):
+            owner = read_owner(lock)
+            if owner is None or not owner.gone():
+                # Unreadable counts as in use: it may be a lock another run has created but not yet written.
+                pid, host = owner or (0, socket.gethostname())
                 raise RunFolderError(f"{out}: in use by process {pid} on {host} (lock file {lock}); wait for it, or "
                                      "choose another --out (delete the lock file only if that process is gone)"
                                      ) from None
             lock.unlink(missing_ok=True)                      # stale: its process is gone
     else:
         raise RunFolderError(f"{out}: could not take the lock file {lock}; another run is starting there")
-    with os.fdopen(fd, "w") as f:
-        f.write(owner + "\n")
     try:
         yield
     finally:

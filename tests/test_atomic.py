@@ -1,8 +1,13 @@
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import Owner, read_owner, write_atomic, write_owner
 
 
 @settings(max_examples=30, deadline=None)
@@ -28,3 +33,39 @@ def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path):
         write_atomic(path, half_then_fail)
     assert path.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+# ----------------------------------------------------------------------------- owner markers
+
+def _dead_pid() -> int:
+    """The pid of a process that has already exited (reuse within the test is vanishingly unlikely)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_owner_marker_round_trip_names_this_live_process(tmp_path):
+    marker = tmp_path / ".unfinished"
+    write_owner(marker)
+    assert marker.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+    owner = read_owner(marker)
+    assert owner == Owner(os.getpid(), socket.gethostname()) and not owner.gone()
+    with pytest.raises(FileExistsError):      # exclusive: a second writer never takes over a marker
+        write_owner(marker)
+    assert read_owner(marker) == owner
+
+
+@pytest.mark.parametrize("text", ["", "\n", "1234", "1234 host extra", "abc host", b"\xff\xfe 12"])
+def test_an_unreadable_or_garbled_marker_reads_as_none(tmp_path, text):
+    marker = tmp_path / "lock"
+    marker.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert read_owner(marker) is None
+    assert read_owner(tmp_path / "absent") is None
+
+
+def test_a_dead_process_on_this_host_is_gone_but_not_on_another_host(tmp_path):
+    pid = _dead_pid()
+    marker = tmp_path / "lock"
+    marker.write_text(f"{pid} {socket.gethostname()}\n")
+    assert read_owner(marker) == Owner(pid, socket.gethostname()) and read_owner(marker).gone()
+    marker.write_text(f"{pid} elsewhere.example\n")          # cannot be checked from here: may be alive
+    assert not read_owner(marker).gone()
