@@ -150,20 +150,11 @@ def _timed(log: Path, step: str):
 
 def prepare_data(common: dict) -> None:
     """Book hook: make the synthetic default under `data_root` when the parameters ask for it."""
+    from anatcl_core.data.synthetic import DEFAULT_N_SUBJECTS, DEFAULT_VOXEL_SIZE, ensure_synthetic_data
+
     if common.get("data_source", "synthetic") == "synthetic" and "data_root" in common:
-        ensure_synthetic_data(common["data_root"], int(common.get("n_subjects", 100)),
-                              float(common.get("resolution", 3.0)), int(common.get("seed", 0)))
-
-
-def ensure_synthetic_data(data_root: str | Path, n_subjects: int, resolution: float = 3.0, seed: int = 0) -> Path:
-    """Generate the five synthetic cohorts under `data_root` unless they exist (chapters call this too).
-
-    Existing cohorts are kept as they are: give each (n_subjects, resolution, seed) its own `data_root`.
-    """
-    from anatcl_core.data.synthetic import write_synthetic_cohorts
-
-    write_synthetic_cohorts(data_root, n_subjects=n_subjects, voxel_size=resolution, seed=seed)
-    return Path(data_root)
+        ensure_synthetic_data(common["data_root"], int(common.get("n_subjects", DEFAULT_N_SUBJECTS)),
+                              float(common.get("resolution", DEFAULT_VOXEL_SIZE)), int(common.get("seed", 0)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -107,6 +107,7 @@ class EmbeddingCache:
     root: Path
     batch_size: int = 8
     device: str = "auto"
+    progress: bool = True           # a progress bar while a cohort is embedded
     load_model: Callable[[Path, str], Any] | None = field(default=None, repr=False)
     embed_cohort: Callable[..., np.ndarray] | None = field(default=None, repr=False)
 
@@ -134,7 +135,7 @@ class EmbeddingCache:
 
     def _embed(self, model: Any, cohort: Any) -> np.ndarray:
         embed = self.embed_cohort or embed_cohort
-        return embed(model, cohort, batch_size=self.batch_size, device=self.device)
+        return embed(model, cohort, batch_size=self.batch_size, device=self.device, progress=self.progress)
 
     def _load(self, checkpoint: Path) -> Any:
         if self.load_model is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from anatcl_core.book import ensure_synthetic_data
+from anatcl_core.data.synthetic import ensure_synthetic_data
 from anatcl_core.experiments import age_check, pretrain_methods, run_dir
 from anatcl_core.pretrain import METHODS
 

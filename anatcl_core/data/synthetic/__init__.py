@@ -21,21 +21,24 @@ from __future__ import annotations
 import argparse
 
 from anatcl_core.data.synthetic.cohorts import COHORTS
-from anatcl_core.data.synthetic.generate import (SyntheticTables, render_subject, simulate_tables,
+from anatcl_core.data.synthetic.generate import (DEFAULT_N_SUBJECTS, DEFAULT_VOXEL_SIZE, SyntheticTables,
+                                                 ensure_synthetic_data, render_subject, simulate_tables,
                                                  write_synthetic_cohort, write_synthetic_cohorts)
 
-__all__ = ["COHORTS", "SyntheticTables", "simulate_tables", "render_subject", "write_synthetic_cohort",
-           "write_synthetic_cohorts", "add_arguments", "run"]
+__all__ = ["COHORTS", "DEFAULT_N_SUBJECTS", "DEFAULT_VOXEL_SIZE", "SyntheticTables", "ensure_synthetic_data",
+           "simulate_tables", "render_subject", "write_synthetic_cohort", "write_synthetic_cohorts",
+           "add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `anatcl synth`."""
     from anatcl_core.cli import int_at_least
     parser.add_argument("--out", required=True, help="root folder; cohorts are written to OUT/<cohort>/")
-    parser.add_argument("--resolution", type=float, choices=(3.0, 1.5), default=3.0,
+    parser.add_argument("--resolution", type=float, choices=(3.0, 1.5), default=DEFAULT_VOXEL_SIZE,
                         help="voxel size in mm: 3 (61x73x61, fast) or 1.5 (121x145x121, the CAT12 grid)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--n-subjects", type=int_at_least(1), default=200, help="subjects per cohort (default 200)")
+    size.add_argument("--n-subjects", type=int_at_least(1), default=DEFAULT_N_SUBJECTS,
+                      help=f"subjects per cohort (default {DEFAULT_N_SUBJECTS}, the default book's)")
     size.add_argument("--paper-sizes", action="store_true",
                       help="use each cohort's size in the paper (openbhb 3984, adni 1754, ...)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (same seed, same files)")

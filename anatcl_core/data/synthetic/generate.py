@@ -29,6 +29,11 @@ from anatcl_core.data.synthetic.render import render_gm
 from anatcl_core.data.synthetic.sites import SiteEffects, sample_site_effects
 from anatcl_core.data.synthetic.templates import load_templates
 
+#: The default book's world: subjects per cohort and voxel size (mm). `book/params/default.yaml` gives the same
+#: values to the chapters (tests/test_defaults.py keeps them equal).
+DEFAULT_N_SUBJECTS = 160
+DEFAULT_VOXEL_SIZE = 3.0
+
 GENERATOR = "anatcl_core.data.synthetic"
 GENERATOR_VERSION = 2           # 2: area, measurement noise and curvature calibrated to Table 6
 STREAMS = ("design", "sites", "anatomy", "measures", "phenotypes")
@@ -151,7 +156,8 @@ def write_synthetic_cohort(root: str | Path, name: str, n_subjects: int, voxel_s
     return path
 
 
-def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = 200, voxel_size: float = 3.0, seed: int = 0,
+def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N_SUBJECTS,
+                            voxel_size: float = DEFAULT_VOXEL_SIZE, seed: int = 0,
                             cohorts: tuple[str, ...] = tuple(COHORTS), overwrite: bool = False,
                             dtype: str = "float16", progress: bool = True) -> dict[str, Path | None]:
     """Generate several cohorts under root; n_subjects None means each cohort's size in the paper.
@@ -164,3 +170,29 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = 200, voxe
     return {name: write_synthetic_cohort(root, name, COHORTS[name].paper_n if n_subjects is None else n_subjects,
                                          voxel_size, seed, overwrite, dtype, progress)
             for name in cohorts}
+
+
+def ensure_synthetic_data(data_root: str | Path, n_subjects: int = DEFAULT_N_SUBJECTS,
+                          resolution: float = DEFAULT_VOXEL_SIZE, seed: int = 0, progress: bool = True) -> Path:
+    """Generate the five synthetic cohorts under `data_root` unless they exist; returns `data_root`.
+
+    What the book's chapters call first. An existing cohort is kept only if it was made with the same
+    (n_subjects, resolution, seed); otherwise a CohortError names the field, so a changed parameter never
+    silently reads old data. Give each (n_subjects, resolution, seed) its own `data_root`.
+    """
+    write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress)
+    for name in COHORTS:
+        meta_path = Path(data_root) / name / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        made = meta.get("provenance", {})
+        if made.get("generator") != GENERATOR:
+            continue                        # real or imported data under this root: not ours to check
+        found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"),
+                 "seed": made.get("seed")}
+        wanted = {"n_subjects": n_subjects, "resolution": float(resolution), "seed": seed}
+        for field, value in wanted.items():
+            if found[field] != value:
+                raise CohortError(f"{meta_path}: this cohort was generated with {field} {found[field]!r}, the "
+                                  f"parameters ask for {value!r}; use another data_root for these parameters "
+                                  f"(or delete {meta_path.parent})")
+    return Path(data_root)
