@@ -58,11 +58,11 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The `anatcl` parser; only the subcommand named in `argv` imports its module and gets its options."""
     parser = OneLineParser(prog="anatcl", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text)
@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             module.add_arguments(cmd)
             cmd.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return guarded(f"anatcl {args.command}", args._run, args, args.debug)
 
 

@@ -167,6 +167,21 @@ def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: i
     return fig
 
 
+def method_ranks(frame: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> pd.DataFrame:
+    """Rank of each method within each task, 1 = best (highest balanced accuracy, lowest MAE; ties share).
+
+    frame: one row per (method label, task) with a `mean` column, e.g. `ours_by_method(results)` or the
+    paper's cells (`tasks.paper_results()`). Returns [task x method] in the order of `tasks` and of
+    METHOD_LABELS; NaN where a method has no score for a task.
+    """
+    specs = _specs(tasks)
+    wide = frame.pivot_table(index="task", columns="method", values="mean").reindex(
+        index=[t.id for t in specs], columns=list(METHOD_LABELS.values()))
+    lower_is_better = {t.id for t in specs if t.kind == "regression"}
+    signed = wide.apply(lambda row: row if row.name in lower_is_better else -row, axis=1)
+    return signed.rank(axis=1, method="min")
+
+
 def _best(frame: pd.DataFrame, kind: str) -> pd.Series | None:
     """The row of `frame` with the best `mean` (lowest MAE, highest balanced accuracy), None if none is scored."""
     scored = frame.dropna(subset=["mean"])

@@ -1,6 +1,7 @@
 """The book's sources: MyST notebooks without outputs and with parameters, a consistent table of contents and
 parameter files, a build that names the failing chapter and cell, and the "Reproduce at scale" batch run as
 written."""
+import io
 import os
 import re
 import subprocess
@@ -43,6 +44,19 @@ def test_the_build_turns_each_chapter_into_the_same_cells(path, tmp_path):
     assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells] == \
         [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in again.cells]
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_code_has_no_undefined_names_or_unused_imports(path):
+    """A renamed library function breaks a chapter here, in seconds, instead of in the 15-minute build."""
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+
+
+    script = jupytext.writes(jupytext.read(path), fmt="py:percent")
+    found = io.StringIO()
+    check(script, path.name, Reporter(found, found))
+    assert not found.getvalue(), found.getvalue()
 
 
 def test_only_chapters_count_as_notebooks_plain_pages_do_not():

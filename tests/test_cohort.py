@@ -97,6 +97,18 @@ def test_round_trip_over_random_grids(shape, n, dtype, voxel, seed):
         pd.testing.assert_frame_equal(cohort.participants, make_participants(n), check_dtype=False)
 
 
+@given(rows=st.lists(st.integers(0, 3), min_size=1, max_size=4, unique=True), chunk=st.integers(1, 5))
+@settings(max_examples=25, deadline=None)
+def test_mean_volume_is_the_mean_of_the_chosen_maps_whatever_the_chunk(tmp_path_factory, rows, chunk):
+    volumes, roi = make_arrays(4)
+    path = tmp_path_factory.mktemp("mean") / "adni"
+    write_cohort(path, make_participants(4), volumes, roi, SMALL_AFFINE, {"source": "test"}, dtype="float32")
+    cohort = Cohort.open(path)
+    expected = volumes[sorted(rows)].astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(cohort.mean_volume(np.array(rows), chunk=chunk), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cohort.mean_volume(), volumes.astype(np.float64).mean(axis=0), rtol=1e-6, atol=1e-7)
+
+
 def test_streaming_writer_fills_rows_one_by_one(tmp_path):
     volumes, roi = make_arrays(3)
     with CohortWriter(tmp_path / "c", 3, SMALL_SHAPE, SMALL_AFFINE, dtype="float32") as writer:

@@ -111,3 +111,17 @@ def test_a_missing_column_is_named(openbhb_results, call):
     results, _, _ = openbhb_results
     with pytest.raises(ValueError, match=r"\['std'\]"):
         call(results.drop(columns="std"), ["openbhb/age"], 2)
+
+
+def test_method_ranks_rank_within_each_task_with_the_right_direction_and_shared_ties():
+    from anatcl_core.report import method_ranks
+    labels = list(METHOD_LABELS.values())
+    scores = {"abide1/autism": [60, 70, 70, 50, 80, 55], "openbhb/age": [5.0, 3.0, 4.0, 6.0, 2.0, 3.0]}
+    frame = pd.DataFrame([{"method": m, "task": t, "mean": v} for t, values in scores.items()
+                          for m, v in zip(labels, values)])
+    ranks = method_ranks(frame, ["openbhb/age", "abide1/autism"])
+    assert list(ranks.index) == ["openbhb/age", "abide1/autism"] and list(ranks.columns) == labels
+    assert list(ranks.loc["abide1/autism"]) == [4, 2, 2, 6, 1, 5]      # higher accuracy is better; a tie shares
+    assert list(ranks.loc["openbhb/age"]) == [5, 2, 4, 6, 1, 2]        # lower MAE is better
+    missing = method_ranks(frame[frame["method"] != labels[0]], ["openbhb/age"])
+    assert missing[labels[0]].isna().all()

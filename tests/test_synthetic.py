@@ -6,6 +6,7 @@ import filecmp
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict, cross_val_score
@@ -14,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.anatomy import CHANNELS, REGIONS
 from anatcl_core.data.cohort import Cohort, CohortError
-from anatcl_core.data.enigma import cohens_d
+from anatcl_core.data.enigma import adjusted_cohens_d, cohens_d
 from anatcl_core.data.synthetic import COHORTS, render_subject, simulate_tables, write_synthetic_cohort
 from anatcl_core.data.synthetic.cohorts import class_counts
 from anatcl_core.data.synthetic.templates import load_templates
@@ -148,11 +149,7 @@ def test_a_cohort_from_another_generator_version_is_refused(tmp_path):
 
 def test_schizophrenia_thickness_effects_follow_enigma():
     tables = simulate_tables("schizconnect", 4000, seed=4)
-    diagnosis = tables.participants["diagnosis"].to_numpy()
-    thickness = tables.roi[:, THICKNESS]
-    cases, controls = thickness[np.isin(diagnosis, ["scz_broad", "scz_strict"])], thickness[diagnosis == "control"]
-    pooled_sd = np.sqrt((cases.var(axis=0, ddof=1) + controls.var(axis=0, ddof=1)) / 2)
-    realised_d = (cases.mean(axis=0) - controls.mean(axis=0)) / pooled_sd
+    realised_d = adjusted_cohens_d(tables.participants, tables.roi[:, THICKNESS], ["scz_broad", "scz_strict"])
     r = np.corrcoef(realised_d, cohens_d("schizophrenia", "thickness"))[0, 1]
     assert r > 0.5, f"r {r:.3f}"
     assert realised_d.mean() < 0
@@ -209,3 +206,34 @@ def test_enigma_tables_in_region_order():
     assert list(subjects.thickness.columns) == list(REGIONS)
     assert 1.5 < subjects.thickness.to_numpy().mean() < 3.5
     assert cohens_d("schizophrenia", "thickness").shape == (68,)
+
+
+def _case_control_table(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"age": np.full(n, 40.0), "sex": "F", "site": "s1",
+                         "diagnosis": np.where(np.arange(n) % 3 == 0, "scz", "control")})
+
+
+def test_adjusted_cohens_d_is_the_textbook_d_without_covariate_variation():
+    rng = np.random.default_rng(0)
+    table = _case_control_table(90)
+    measure = np.exp(rng.normal(size=(90, 5)) * 0.1 + 1.0)
+    cases = table["diagnosis"].to_numpy() == "scz"
+    y = np.log(measure)
+    pooled = np.sqrt(((cases.sum() - 1) * y[cases].var(axis=0, ddof=1)
+                      + ((~cases).sum() - 1) * y[~cases].var(axis=0, ddof=1)) / (len(y) - 2))
+    textbook = (y[cases].mean(axis=0) - y[~cases].mean(axis=0)) / pooled
+    np.testing.assert_allclose(adjusted_cohens_d(table, measure, ["scz"]), textbook, rtol=1e-10)
+
+
+def test_adjusted_cohens_d_removes_an_age_confound_and_ignores_other_diagnoses():
+    rng = np.random.default_rng(1)
+    n = 4000
+    diagnosis = np.where(rng.random(n) < 0.5, "scz", "control")
+    diagnosis[:200] = "bipolar"                                      # left out of a scz-vs-control contrast
+    age = rng.uniform(20, 70, n) + 10 * (diagnosis == "scz")          # cases older
+    table = pd.DataFrame({"age": age, "sex": rng.choice(["M", "F"], n), "site": rng.choice(["a", "b"], n),
+                          "diagnosis": diagnosis})
+    log_thickness = -0.01 * age - 0.05 * (diagnosis == "scz") + rng.normal(0, 0.1, n)   # true d = -0.5
+    log_thickness[diagnosis == "bipolar"] += 5.0
+    d = adjusted_cohens_d(table, np.exp(log_thickness)[:, None], ["scz"])
+    assert d[0] == pytest.approx(-0.5, abs=0.08)

@@ -45,6 +45,18 @@ class Cohort:
         return (f"Cohort({str(self.path)!r}, n_subjects={len(self)}, shape={self.shape}, "
                 f"dtype={self.meta['dtype']})")
 
+    def mean_volume(self, rows: np.ndarray | None = None, chunk: int = 32) -> np.ndarray:
+        """Voxel-wise mean of the maps of `rows` (default: every subject) -> [X, Y, Z] float32.
+
+        Reads `chunk` volumes at a time from the memory map, so memory stays small for any cohort size;
+        sums in float64.
+        """
+        rows = np.arange(len(self)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        total = np.zeros(self.shape, dtype=np.float64)
+        for start in range(0, len(rows), chunk):
+            total += np.asarray(self.volumes[rows[start:start + chunk]], dtype=np.float32).sum(axis=0)
+        return (total / max(len(rows), 1)).astype(np.float32)
+
     def fingerprint(self) -> str:
         """16-hex digest of the cohort's content: participants.tsv, meta.json and the regional table in full,
         plus the size of vbm.npy and 64 evenly spaced 4 KB blocks of it (a regenerated or replaced volume

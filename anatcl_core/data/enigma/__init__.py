@@ -7,6 +7,7 @@ Two kinds of tables, both in the Desikan-Killiany order of `anatcl_core.anatomy.
                     regional cortical thickness (mm) and surface area (mm^2)
 The synthetic cohorts take their regional disease patterns and their baseline regional thickness
 and area from these tables; the book shows the example subjects next to synthetic ones.
+`adjusted_cohens_d` measures the same kind of effect on a cohort of ours, to compare with these maps.
 """
 from __future__ import annotations
 
@@ -103,3 +104,25 @@ def control_means() -> tuple[np.ndarray, np.ndarray]:
     controls = (subjects.covariates["Dx"] == 0).to_numpy()
     return (subjects.thickness.to_numpy()[controls].mean(axis=0),
             subjects.area.to_numpy()[controls].mean(axis=0))
+
+
+def adjusted_cohens_d(participants: pd.DataFrame, measure: np.ndarray, cases: list[str]) -> np.ndarray:
+    """Case-control effect per region, adjusted for age, age², sex and site -> [R] (Cohen's d units).
+
+    participants: rows with columns age (years), sex ("M"/"F"), site, diagnosis; measure: [N, R] positive
+    regional values (e.g. thickness in mm) in the same row order; cases: the diagnosis codes counted as
+    cases (the others but "control" are left out). log(measure) ~ case + 1 + age + age² + sex + site is
+    fitted by least squares on cases and controls; d = case coefficient / residual SD (dof = rows - rank).
+    With no covariate variation this is the textbook (mean_case - mean_control) / pooled SD of log(measure).
+    """
+    keep = participants["diagnosis"].isin(list(cases) + ["control"]).to_numpy()
+    part = participants[keep]
+    age = (part["age"].to_numpy(float) - part["age"].mean()) / 10
+    design = np.column_stack([part["diagnosis"].isin(cases).to_numpy(float), np.ones(len(part)), age, age**2,
+                              (part["sex"] == "M").to_numpy(float),
+                              pd.get_dummies(part["site"], drop_first=True).to_numpy(float)])
+    y = np.log(np.asarray(measure, dtype=np.float64)[keep])
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ beta
+    dof = max(len(part) - np.linalg.matrix_rank(design), 1)
+    return beta[0] / np.sqrt((residual**2).sum(axis=0) / dof)
