@@ -1,9 +1,11 @@
 """Desikan-Killiany anatomy: region and measure names, range normalisation, and the
 similarities that turn anatomical descriptors into contrastive weights.
 
-Shapes used throughout:
+Shapes used throughout::
+
   roi table    [N, 7, 68]  the seven OpenBHB FreeSurfer measures for the 68 cortical regions
   descriptors  [N, 3, 68]  (thickness mm, gray-matter volume mm^3, surface area mm^2) per region
+
 All functions take and return torch tensors of any floating dtype and never loop over pairs.
 """
 from __future__ import annotations

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.checkpoints import file_digest, load_checkpoint, load_released
-from anatcl_core.data.augment import center_crop
-from anatcl_core.data.batches import training_crop
+from anatcl_core.data.augment import center_crop, training_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
 from anatcl_core.methods import RELEASED_DESCRIPTORS
@@ -45,6 +44,33 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
     `compile=True` runs the encoder through `torch.compile` with inductor's freezing (BatchNorm folded into
     the convolutions, weights pre-packed): it pays a one-off compilation of tens of seconds, so it is worth it
     for large cohorts only. A volume with a NaN or infinite voxel is an error naming it (by `ids`, if given).
+
+    Args:
+        model: the encoder to run (its projection head is not used); moved to the chosen device and put in
+            eval mode.
+        volumes: ``[N, X, Y, Z]`` grey-matter maps on the cohort's grid (e.g. ``Cohort.volumes``, a memmap),
+            float16 or float32; read ``batch_size`` subjects at a time and cast to float32.
+        batch_size: volumes per forward pass (default 8), an int >= 1; it bounds the memory used, not the
+            features.
+        device: ``"auto"`` (default: this rank's GPU under torchrun, else the GPU if there is one, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+        amp: encode under bf16 autocast (default False: fp32); the features are returned in float32 either way.
+        channels_last: hold the model and each batch in the channels-last 3-D memory format (default True).
+        crop: ``(X, Y, Z)`` size in voxels of the centre crop, zero-padded where a volume is smaller; default
+            None: the training crop of the volumes' grid (``anatcl_core.data.augment.training_crop``).
+        compile: run the encoder through ``torch.compile`` (default False; see above). The last, short batch
+            is padded to ``batch_size`` so that one compilation serves every batch.
+        progress: show a progress bar over the batches (default True).
+        ids: ``[N]`` subject ids, row i for ``volumes[i]``, used only to name volumes with non-finite voxels in
+            the error; default None names them by row.
+
+    Returns:
+        ``[N, model.embed_dim]`` float32 array of encoder features, row i for ``volumes[i]``.
+
+    Raises:
+        NonFiniteVolumes: a volume holds a NaN or infinite voxel (the first five such volumes are named).
+        ValueError: ``batch_size`` is not an int >= 1, ``device`` is not an available device, or ``amp=True``
+            on a device without bf16 autocast.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")

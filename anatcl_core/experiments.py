@@ -1,9 +1,11 @@
 """The paper's experiment as the book runs it: pretrain each method, embed every cohort, probe the tasks.
 
-Everything lives under one `output_dir`, so each chapter reuses what an earlier one produced:
+Everything lives under one `output_dir`, so each chapter reuses what an earlier one produced::
+
   runs/<method>-fold<k>/   pretraining runs (`run_dir`)
   embeddings/              cached features (`embed.EmbeddingCache`)
   tables/table<N>.csv      probe results of the paper's Table N (`results_path`)
+
 `progress=False` keeps progress bars off (the book's pages); the default shows them.
 """
 from __future__ import annotations

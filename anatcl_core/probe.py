@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 
 #: Log grids for the inner search; embeddings are standardised first, so one grid serves every encoder.
+#: (The held-out age check of `age_probe` searches a finer ridge grid by exact leave-one-out: see its ALPHAS.)
 C_GRID: tuple[float, ...] = tuple(np.logspace(-4, 2, 7))
 ALPHA_GRID: tuple[float, ...] = tuple(np.logspace(-1, 5, 7))
 
@@ -216,6 +217,46 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     whole within folds. Outer folds as planned by `plan_folds`; inside each outer training fold the
     scaler and C/alpha are fitted by `inner_splits`-fold CV. Never raises for small classes: returns a
     result with evaluable=False and the reason instead.
+
+    Args:
+        X: ``[n, d]`` features, one row per subject (e.g. frozen-encoder embeddings), any float dtype and unit:
+            the probe standardises them inside every fold.
+        y: ``[n]`` targets, row i for ``X[i]``: class labels (0/1 in the paper's tasks) for classification, or
+            a continuous target in its own unit (e.g. age in years) for regression.
+        kind: ``"classification"`` (logistic regression with balanced class weights, scored by balanced
+            accuracy in %) or ``"regression"`` (ridge, scored by mean absolute error in y's unit).
+        groups: optional ``[n]`` group labels (e.g. subject ids when a subject has several rows); no group is
+            split across folds, outer or inner. Default None: every row stands alone.
+        n_splits: outer folds asked for (default 5). Fewer are used when the data cannot support them (the
+            smallest class's subjects, the number of groups, or n // 2 for regression); the result's
+            ``note`` says so.
+        seed: seed of the shuffles (default 0): repeat r of the outer split uses ``seed + r``, the inner
+            splits of outer fold k use ``seed + k``. Same seed, same folds, same scores.
+        n_repeats: times the outer split is drawn, each with a new shuffle (default 1); every test fold of
+            every repeat is scored.
+        grid: the values of C (classification) or alpha (regression) searched by the inner CV; default None
+            means ``C_GRID`` or ``ALPHA_GRID`` (7 log-spaced values each). A one-value grid is used as is,
+            without a search.
+        inner_splits: folds of the inner search within each outer training fold (default 3); when the
+            training rows cannot support two, the probe is fitted at the grid's geometric middle.
+        small_class_repeats: for classification, the repeats used instead of ``n_repeats`` (when larger)
+            if a test fold would hold fewer than ``min_per_test_fold`` subjects of the smallest class
+            (default 10).
+        min_per_test_fold: subjects of the smallest class per outer test fold below which the split is
+            repeated ``small_class_repeats`` times (default 4).
+        n_jobs: parallel jobs of the inner grid search, in scikit-learn's sense (default None: one;
+            -1: all cores). Each fit runs with single-threaded BLAS either way.
+
+    Returns:
+        ProbeResult: ``scores`` holds one score per scored outer test fold (all repeats; a grouped test
+        fold left with a single class is not scored and the ``note`` counts it), ``best_params`` the C or
+        alpha used in each fold (NaN where no inner search could run), ``class_counts`` the subjects per
+        class (empty for regression) and ``note`` how the folds were set up. Data that cannot be
+        cross-validated (one class, a class with one subject, fewer than 4 regression targets, a single
+        group) give ``evaluable=False``, no scores, and the reason in ``note``.
+
+    Raises:
+        ValueError: X is not 2-D, or X and y differ in length.
     """
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or len(X) != len(y):

@@ -25,7 +25,7 @@ import torch
 
 from anatcl_core.data.synthetic import ensure_synthetic_data
 from anatcl_core.experiments import age_check, pretrain_methods, run_dir
-from anatcl_core.pretrain import METHODS
+from anatcl_core.methods import method_ids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic cohorts (generated here if missing)")
     parser.add_argument("--n-subjects", type=int, default=160)
     parser.add_argument("--out", default="_build/bench-learning")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(method_ids()))
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=16)

@@ -62,7 +62,8 @@ from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss
 from anatcl_core.precision import has_native_bf16, use_bf16
-from anatcl_core.data.batches import TrainingSet, epoch_plan, make_views, step_generator, training_crop
+from anatcl_core.data.augment import training_crop
+from anatcl_core.data.batches import TrainingSet, epoch_plan, make_views, step_generator
 from anatcl_core.pretrain import PretrainConfig, train_step
 
 PAPER_EPOCHS, PAPER_SUBJECTS, PAPER_VIEWS = 300, 3227, 2

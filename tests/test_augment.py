@@ -18,8 +18,8 @@ def batch() -> torch.Tensor:
 
 
 def test_crop_size_keeps_released_ratio():
-    assert augment.crop_size_for((121, 145, 121)) == (121, 128, 121)
-    assert augment.crop_size_for((61, 73, 61)) == (61, 64, 61)
+    assert augment.training_crop((121, 145, 121)) == (121, 128, 121)
+    assert augment.training_crop((61, 73, 61)) == (61, 64, 61)
 
 
 def test_center_crop_is_exact(batch):

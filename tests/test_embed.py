@@ -6,9 +6,8 @@ import numpy as np
 import torch
 
 from anatcl_core import AnatCLModel, load_checkpoint, save_checkpoint
-from anatcl_core.data.augment import center_crop
+from anatcl_core.data.augment import center_crop, training_crop
 from anatcl_core.embed import embed_cohort
-from anatcl_core.data.batches import training_crop
 
 
 def test_embed_cohort_equals_the_model_on_centre_crops(tiny_cohort):

@@ -14,7 +14,8 @@ from anatcl_core.embed import embed_volumes
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.precision import (REPRODUCIBLE_CPU_ENV, apply_reproducible_cpu_env, bf16_autocast, use_bf16)
 from anatcl_core import pretrain as engine
-from anatcl_core.data.batches import make_views, training_crop
+from anatcl_core.data.augment import training_crop
+from anatcl_core.data.batches import make_views
 from anatcl_core.methods import METHODS
 from anatcl_core.pretrain import AgeRegressor, NonFiniteLoss, PretrainConfig, compute_loss, pretrain
 

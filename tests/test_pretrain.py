@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from anatcl_core import load_checkpoint
 from anatcl_core.data.folds import load_or_make_folds, make_folds, training_rows
-from anatcl_core.data.batches import epoch_plan, training_crop
+from anatcl_core.data.batches import epoch_plan
 from anatcl_core.methods import METHODS
 from anatcl_core.pretrain import AgeRegressor, PretrainConfig, compute_loss, pretrain
 from anatcl_core.encoder import AnatCLModel
@@ -138,11 +138,6 @@ def test_epoch_plan_shards_every_global_batch():
     assert not np.array_equal(single[0], epoch_plan(20, 8, 3, 2, 0, 1)[0])
     with pytest.raises(ValueError, match="divisible"):
         epoch_plan(20, 9, 0, 0, 0, 2)
-
-
-def test_training_crop_keeps_the_released_ratio():
-    assert training_crop((121, 145, 121)) == (121, 128, 121)
-    assert training_crop((61, 73, 61)) == (61, 64, 61)
 
 
 _WRITER = """

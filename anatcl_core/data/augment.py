@@ -7,7 +7,8 @@ same augmentations on CPU and, with a CUDA generator, on GPU; each sample gets i
 Spatial axes are numbered 0, 1, 2 (X, Y, Z), i.e. tensor dims 2, 3, 4.
 
 The released AnatCL weights saw 121 x 128 x 121 crops of the 121 x 145 x 121 CAT12 grid;
-`crop_size_for` keeps that ratio on any grid (61 x 64 x 61 at 3 mm).
+`training_crop` keeps that ratio on any grid (61 x 64 x 61 at 3 mm): the crop the engine trains on and
+embedding centre-crops to.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _uniform(generator: torch.Generator, size: Sequence[int], device: torch.devi
     return torch.rand(tuple(size), generator=generator, device=generator.device).to(device)
 
 
-def crop_size_for(shape: Sequence[int], reference: Sequence[int] = CAT12_SHAPE,
+def training_crop(shape: Sequence[int], reference: Sequence[int] = CAT12_SHAPE,
                   reference_crop: Sequence[int] = RELEASED_CROP) -> tuple[int, int, int]:
     """Crop size with the released crop's ratio: (121, 145, 121) -> (121, 128, 121); (61, 73, 61) -> (61, 64, 61)."""
     return tuple(min(int(s), round(s * c / r)) for s, c, r in zip(shape, reference_crop, reference))
@@ -50,7 +51,7 @@ def pad_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Deterministic central crop (zero padding first where x is smaller) -> [B, C, *size].
+    """Deterministic central crop (zero padding first where x is smaller) -> ``[B, C, *size]``.
 
     Offsets are (dim - size) // 2, the evaluation crop matching `random_crop`'s training crops.
     """
@@ -60,7 +61,7 @@ def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def random_crop(x: torch.Tensor, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """Per-sample uniformly placed crop (zero padding first where x is smaller) -> [B, C, *size]."""
+    """Per-sample uniformly placed crop (zero padding first where x is smaller) -> ``[B, C, *size]``."""
     x = pad_to(x, size)
     slack = torch.tensor([x.shape[2 + a] - int(size[a]) for a in range(3)], dtype=torch.float32)
     starts = (_uniform(generator, (len(x), 3), torch.device("cpu")) * (slack + 1)).long()
@@ -165,7 +166,7 @@ def compose(*transforms: Transform) -> Transform:
 def pretraining_augment(x: torch.Tensor, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     """One contrastive view of each volume: random crop to `size`, left-right flip, blur, noise, cutout.
 
-    x: [B, C, X, Y, Z] -> [B, C, *size]; flip, blur, noise and cutout each with p = 0.5 per volume.
+    x: [B, C, X, Y, Z] -> ``[B, C, *size]``; flip, blur, noise and cutout each with p = 0.5 per volume.
     Blur comes before noise so the noise stays white; cutout comes last so its box stays exactly 0.
     Noise SD up to 0.1 and blur up to 1 voxel are small next to GM probabilities in [0, 1].
     """
@@ -178,5 +179,5 @@ def pretraining_augment(x: torch.Tensor, size: Sequence[int], generator: torch.G
 
 def default_pretraining_augmentation(grid_shape: Sequence[int]) -> Transform:
     """`pretraining_augment` with the released crop ratio for volumes on `grid_shape`, as a Transform."""
-    size = crop_size_for(grid_shape)
+    size = training_crop(grid_shape)
     return lambda x, generator: pretraining_augment(x, size, generator)

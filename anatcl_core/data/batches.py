@@ -13,11 +13,6 @@ from anatcl_core.data import augment
 from anatcl_core.data.cohort import Cohort
 
 
-def training_crop(shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The released weights saw 121 x 128 x 121 crops of the 121 x 145 x 121 grid; keep that ratio on any grid."""
-    return (shape[0], round(shape[1] * 128 / 145), shape[2])
-
-
 class TrainingSet:
     """The training rows of a cohort: volumes [n, X, Y, Z] (memory-mapped or on the GPU), ages, descriptors."""
 
@@ -83,7 +78,7 @@ def step_generator(seed: int, epoch: int, step: int, rank: int, device: torch.de
 
 
 def make_views(x: torch.Tensor, n_views: int, crop: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """x: [b, 1, X, Y, Z] -> [b * n_views, 1, *crop], view-major (all first views, then all second views...)."""
+    """x: [b, 1, X, Y, Z] -> ``[b * n_views, 1, *crop]``, view-major (all first views, then all second views...)."""
     return torch.cat([augment.pretraining_augment(x, crop, generator) for _ in range(n_views)], dim=0)
 
 

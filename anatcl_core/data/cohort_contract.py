@@ -173,7 +173,7 @@ def read_participants(path: Path) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- arrays and meta
 
 def check_volumes_array(shape: tuple[int, ...], dtype: np.dtype, meta: dict, where: str) -> None:
-    """vbm.npy must be [n_subjects, *meta.shape] in meta's dtype (float16 or float32)."""
+    """vbm.npy must be ``[n_subjects, *meta.shape]`` in meta's dtype (float16 or float32)."""
     expected = (meta["n_subjects"], *meta["shape"])
     if tuple(shape) != expected:
         raise CohortError(f"{where}: array shape {list(shape)}; expected [n_subjects, X, Y, Z] = {list(expected)} "

@@ -43,10 +43,12 @@ def _json_value(value: Any) -> Any:
 class CohortWriter:
     """Stream subjects into a new cohort folder without holding all volumes in memory.
 
-    with CohortWriter(path, n_subjects, shape, affine, dtype="float16") as writer:
-        for i, image in enumerate(images):
-            writer.volumes[i] = image                  # [X, Y, Z]
-        cohort = writer.finish(participants, roi, provenance)
+    ::
+
+        with CohortWriter(path, n_subjects, shape, affine, dtype="float16") as writer:
+            for i, image in enumerate(images):
+                writer.volumes[i] = image                  # [X, Y, Z]
+            cohort = writer.finish(participants, roi, provenance)
 
     `volumes` is an np.memmap [N, X, Y, Z] inside a hidden temporary folder next to `path`;
     `finish` validates everything, writes the other three files and renames the folder to `path`.

@@ -1,10 +1,12 @@
 """Real ENIGMA tables shipped with the package (BSD-3, see LICENSE and README.md beside this file).
 
-Two kinds of tables, both in the Desikan-Killiany order of `anatcl_core.anatomy.REGIONS`:
+Two kinds of tables, both in the Desikan-Killiany order of `anatcl_core.anatomy.REGIONS`::
+
   effect sizes      case-control Cohen's d per cortical region ([68] float64), from the ENIGMA
                     consortium meta-/mega-analyses (schizophrenia, bipolar disorder, autism)
   example subjects  20 real subjects from one site (10 controls, 10 epilepsy patients) with their
                     regional cortical thickness (mm) and surface area (mm^2)
+
 The synthetic cohorts take their regional disease patterns and their baseline regional thickness
 and area from these tables; the book shows the example subjects next to synthetic ones.
 `adjusted_cohens_d` measures the same kind of effect on a cohort of ours, to compare with these maps.
@@ -71,10 +73,12 @@ def cohens_d(disorder: str, measure: str) -> np.ndarray:
 class ExampleSubjects(NamedTuple):
     """The ENIGMA Toolbox example data: 20 subjects of one site.
 
-    covariates: SubjID, Dx (0 control, 1 patient), SDx, Age (years), Sex (1 M, 2 F), Handedness, AO,
-                DURILL, ICV (mm^3), one row per subject;
-    thickness:  [20, 68] mean cortical thickness (mm), columns REGIONS, index SubjID;
-    area:       [20, 68] surface area (mm^2), columns REGIONS, index SubjID.
+    ::
+
+        covariates: SubjID, Dx (0 control, 1 patient), SDx, Age (years), Sex (1 M, 2 F), Handedness, AO,
+                    DURILL, ICV (mm^3), one row per subject;
+        thickness:  [20, 68] mean cortical thickness (mm), columns REGIONS, index SubjID;
+        area:       [20, 68] surface area (mm^2), columns REGIONS, index SubjID.
     """
     covariates: pd.DataFrame
     thickness: pd.DataFrame

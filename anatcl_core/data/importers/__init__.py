@@ -1,15 +1,18 @@
 """Importers: real datasets -> the cohort layout (`anatcl import openbhb ...`, `anatcl import nifti ...`).
 
-Two sources are supported:
+Two sources are supported::
+
   openbhb  OpenBHB as distributed: participants.tsv plus per-subject CAT12 VBM and FreeSurfer Desikan
            .npy arrays under {train,val}/derivatives/sub-<id>/; the arrays are copied as they are
            (only a leading singleton axis is dropped), so voxel order is never touched.
   nifti    any folder of CAT12 modulated grey-matter maps (mwp1*.nii[.gz]) in MNI space, a participants
            table, and Desikan measures from FreeSurfer aparc.stats files or ENIGMA-style CSV tables.
+
 Both stream subject by subject into a CohortWriter, so memory stays at one volume whatever the cohort size.
 Every refusal raises SourceDataError naming the file, the field and what was expected.
 
-In small modules:
+In small modules::
+
   errors    SourceDataError
   images    the cohort grid, resampling onto it, reading one CAT12 mwp1 map
   tables    participants tables: read, rename, recode, to COLUMNS.md

@@ -77,7 +77,7 @@ def import_nifti(images_dir: str | Path, participants: str | Path | pd.DataFrame
         constants: {column: value} added to every row, e.g. {'site': 'OAS'} for a single-site study.
         freesurfer_dir: SUBJECTS_DIR holding <participant_id>/stats/{lh,rh}.aparc.stats; a subject without
             both files counts as lacking measures.
-        enigma_csvs: ENIGMA-style CSVs with SubjID and L_/R_<region>_<thickavg|surfavg|grayvol> columns,
+        enigma_csvs: ENIGMA-style CSVs with SubjID and ``L_/R_<region>_<thickavg|surfavg|grayvol>`` columns,
             each channel from one file only. Giving both or neither of this and `freesurfer_dir` is refused.
         fill_missing_channels: 'error' (default) refuses ENIGMA tables lacking any of the 7 channels;
             'zero' stores those channels as 0. Only read with `enigma_csvs`; another value is refused there.

@@ -35,7 +35,7 @@ OPENBHB_TEXT_COLUMNS = ("site", "study", "siteXacq")
 
 
 def find_openbhb_arrays(src: Path, suffix: str) -> dict[str, Path]:
-    """{subject id: path} for <src>/{train,val}/derivatives/sub-<id>/**/sub-<id><suffix>."""
+    """{subject id: path} for ``<src>/{train,val}/derivatives/sub-<id>/**/sub-<id><suffix>``."""
     found: dict[str, Path] = {}
     for folder in ("train", "val"):
         for path in sorted((src / folder / "derivatives").glob(f"sub-*/**/sub-*{suffix}")):

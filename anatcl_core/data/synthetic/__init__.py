@@ -1,6 +1,7 @@
 """Synthetic cohorts that are anatomically real: the book's default data.
 
-One generative model (see data_recipes/synthetic/README.md) in small modules:
+One generative model (see data_recipes/synthetic/README.md) in small modules::
+
   templates   MNI152 GM map and Desikan-Killiany atlas on the CAT12 grid (real templates, cached)
   lifespan    thickness and area lifespan curves
   model       regional baselines, ageing sensitivity, individual-variation structure
