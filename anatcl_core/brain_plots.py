@@ -1,5 +1,7 @@
 """Brain figures of the book: Desikan-Killiany regional values on the fsaverage5 surface, with nilearn.
 
+Example::
+
     fsaverage, vertex_region = region_index_on_surface()          # once: the projection of the atlas
     fig = plot_regional_maps({"schizophrenia": d_scz, "autism": d_asd}, fsaverage, vertex_region)
 

@@ -1,5 +1,7 @@
 """Frozen-encoder features for every subject of a cohort: what the downstream probes consume.
 
+Example::
+
     anatcl embed --checkpoint runs/yaware-f0/checkpoint.pth --cohort data/adni --out adni.npy
     anatcl embed --released global --fold 0 --cohort data/adni --out adni.npy   (needs network once)
 

@@ -1,5 +1,7 @@
 """The paper's downstream evaluation: every task of Tables 2-5 probed on every encoder's frozen features.
 
+Example::
+
     table = evaluate_tasks({("anatcl-global", 0): {"abide1": X_abide}}, {"abide1": participants})
     anatcl probe --checkpoint runs/anatcl-local-fold0/checkpoint.pth --data data/ --out results.csv
 

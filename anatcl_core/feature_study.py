@@ -4,6 +4,8 @@ For each of six OpenBHB measures, a ridge regression from its 68 regional values
 cross-validated MAE (years) and R^2. The paper used the result to pick the measures AnatCL's
 descriptors are built from (GMV and surface area, plus thickness by convention).
 
+Example::
+
     study = age_from_measures(cohort.roi, cohort.participants)   # roi [N, 7, 68]
     feature_table(study)                                         # beside the paper's Table 6
 """

@@ -1,5 +1,7 @@
 """The six pretraining methods of the paper, described once: every other module reads this registry.
 
+Example::
+
     METHODS["anatcl-local"].label          # 'AnatCL-L3', the paper's row label
     method_ids()                           # ('simclr', 'l1', 'yaware', 'expw', 'anatcl-global', 'anatcl-local')
 

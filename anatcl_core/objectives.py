@@ -1,5 +1,7 @@
 """The loss of one pretraining step for each of the six methods (`methods.Method.objective` says which).
 
+Example::
+
     loss, logged = compute_loss(cfg, out, n_local, age, desc, age_stats)
 
 The contrastive objectives live in `losses.py`; this module turns an engine's step (projections of every

@@ -1,5 +1,7 @@
 """The pretraining engine for the six methods of the paper, on CPU, one GPU or several (torchrun).
 
+Example::
+
     anatcl pretrain --cohort data/openbhb --method anatcl-local --out runs/anatcl-local-f0 --fold 0
     torchrun --nproc_per_node=4 -m anatcl_core.pretrain --cohort ... --method ... --out ...
 

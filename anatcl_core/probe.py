@@ -6,6 +6,8 @@ cross-validation that sees only the outer training rows. Outer folds are stratif
 level (on the class, or on quantile bins of a continuous target); with `groups` no group is split
 across folds. Scores: balanced accuracy in %, MAE in the target's unit.
 
+Example::
+
     result = cross_validate_probe(X, y, "classification")      # X [n, d], y [n]
 
 The paper's tasks run through these probes in `evaluation.py`; their tables are drawn by `report.py`.

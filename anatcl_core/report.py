@@ -1,5 +1,7 @@
 """Probe results beside the paper's: its tables, the score figure and the best-method summary of chapters 5-8.
 
+Example::
+
     results = evaluate_methods(data_root, output_dir, tasks_for(2), methods)   # evaluation.RESULT_COLUMNS
     paper_table(2, results)                            # the paper's Table 2 with our cells and the differences
     fig = plot_scores(results, tasks_for(2), 2)        # one panel per task: this run (dots) and the paper (crosses)

@@ -4,6 +4,8 @@ Each `TaskSpec` says which cohort it reads, whether it is a classification or a 
 score is reported, where it sits in the paper's Tables 2-5, and how its target and included rows
 derive from the cohort's participants table (the column contract is data_recipes/COLUMNS.md).
 
+Example::
+
     >>> rows, y = TASKS["abide1/asperger"].resolve(participants)   # rows: [n] int positions, y: [n]
 
 `rows` are positional indices into the participants table (and so into the cohort's arrays and its

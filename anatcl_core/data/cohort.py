@@ -1,5 +1,7 @@
 """The cohort layout: one folder per cohort, read as a `Cohort`, written by a `CohortWriter`.
 
+The layout::
+
     <root>/<cohort>/participants.tsv   one row per subject: participant_id, age, sex, site, diagnosis, ...
     <root>/<cohort>/vbm.npy            [N, X, Y, Z] modulated grey-matter maps, float16 or float32
     <root>/<cohort>/desikan_roi.npy    [N, 7, 68] float32 Desikan-Killiany measures, NaN-free

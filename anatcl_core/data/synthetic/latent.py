@@ -1,5 +1,7 @@
 """Sampling the latent anatomy of a cohort: per subject and region, log-scale factors by cause.
 
+The model::
+
     log factor [N, 2, 68] = age + sex + individual + diagnosis      (measure axis: thickness, area)
 
 age         lifespan curve of the measure x the region's age sensitivity

@@ -1,5 +1,7 @@
 """Rendering one subject's modulated grey-matter map from its latent regional volumes.
 
+The model::
+
     image = clip(site scale * subject scale * warp(template GM * exp(log GMV field)) + noise, 0)
 
 log GMV field  each brain voxel follows the log GMV factor of its Desikan-Killiany region, blended
