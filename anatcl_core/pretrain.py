@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,94 +35,13 @@ from anatcl_core.data.batches import TrainingSet, batch_loader, epoch_plan, make
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.data.folds import load_or_make_folds, training_rows
 from anatcl_core.distributed import is_distributed
-from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
-from anatcl_core.methods import get_method, method_ids
+from anatcl_core.encoder import AnatCLModel
 from anatcl_core.objectives import AgeRegressor, compute_loss
+from anatcl_core.pretrain_config import RUNTIME_FIELDS, PretrainConfig, add_arguments
 from anatcl_core.precision import bf16_autocast, cpu_description, precision_name, resolve_device, use_bf16
 from anatcl_core.training_run import (NonFiniteLoss, Preempted, StopRequest, claim_run_folder, history_from_csv, log,
                                       non_finite_message, run_folder_lock, setup_logging, stop_agreed,
                                       tensorboard_writer, write_metrics)
-
-# Fields that may change between a run and its resumption without changing what is being trained.
-# Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
-RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
-                  "cohort", "progress", "amp", "overwrite")
-# field -> (test, what is expected): checked before any work, so a typo costs nothing
-_RANGES = {
-    "width": (lambda v: v >= 1, ">= 1 (64 for the paper's ResNet-18)"), "feat_dim": (lambda v: v >= 1, ">= 1"),
-    "epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 2, ">= 2 (a contrastive batch needs pairs)"),
-    "lr": (lambda v: 0 < v < 1, "in (0, 1); the paper: 1e-4"), "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "lr_step_epochs": (lambda v: v >= 1, ">= 1"), "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "temperature": (lambda v: v > 0, "> 0"), "sigma": (lambda v: v > 0, "> 0 (years)"),
-    "lambda_age": (lambda v: v >= 0, ">= 0"), "lambda_anat": (lambda v: v >= 0, ">= 0"),
-    "n_folds": (lambda v: v >= 2, ">= 2"), "seed": (lambda v: v >= 0, ">= 0"),
-    "max_steps_per_epoch": (lambda v: v >= 0, ">= 0 (0: every batch)"), "num_workers": (lambda v: v >= 0, ">= 0"),
-}
-
-
-@dataclass
-class PretrainConfig:
-    """Everything that defines a pretraining run. Defaults are the released AnatCL hyper-parameters."""
-
-    cohort: str
-    method: str
-    out: str
-    arch: str = "resnet18"
-    width: int = 64                 # stem channels; 64 is the paper's ResNet, narrower ones are for CPU runs
-    feat_dim: int = 128
-    epochs: int = 300
-    batch_size: int = 32            # global batch, summed over ranks
-    lr: float = 1e-4
-    weight_decay: float = 5e-5
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.9
-    temperature: float = 0.1
-    n_views: int = 2
-    sigma: float = 2.0              # years, RBF age kernel
-    lambda_age: float = 1.0
-    lambda_anat: float = 1.0
-    normalise_descriptors: bool = True
-    fold: int = 0
-    n_folds: int = 5
-    seed: int = 0
-    max_steps_per_epoch: int = 0    # 0: all batches; >0 caps an epoch (small CPU runs)
-    amp: bool = False               # bf16 autocast, only when asked (anatcl_core.precision)
-    channels_last: bool = True
-    compile: bool = False
-    gpu_resident: bool = False      # hold the training volumes on the GPU in fp16
-    num_workers: int = 0
-    device: str = "auto"
-    tensorboard: bool = False
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False         # replace the run in `out` (its files only) instead of refusing
-
-    def __post_init__(self) -> None:
-        get_method(self.method)
-        for name, (ok, expected) in _RANGES.items():
-            value = getattr(self, name)
-            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not finite or not ok(value):
-                kind = "" if finite else "a finite number "
-                raise ValueError(f"{name.replace('_', '-')}: expected {kind}{expected}, got {value!r}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
-        if not 0 <= self.fold < self.n_folds:
-            raise ValueError(f"fold: expected 0 to {self.n_folds - 1} (n-folds {self.n_folds}), got {self.fold}")
-        if self.resume and self.overwrite:
-            raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-        if self.n_views < 1 or (self.objective == "nt-xent" and self.n_views < 2):
-            raise ValueError(f"n-views: expected >= 1 (>= 2 for simclr, whose only positives are other views), "
-                             f"got {self.n_views}")
-
-    @property
-    def objective(self) -> str:
-        """The loss this run computes (`methods.Method.objective`)."""
-        return get_method(self.method).objective
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 # ----------------------------------------------------------------------------- engine
 
@@ -307,19 +225,6 @@ def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, dev
 
 
 # ----------------------------------------------------------------------------- command line
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per PretrainConfig field (--batch-size, --no-amp, ...), defaults from the dataclass."""
-    for f in dataclasses.fields(PretrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING
-        if f.type in ("bool", "bool | None"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, required=required, default=None if required else f.default,
-                                choices=method_ids() if f.name == "method" else None)
-
 
 def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
