@@ -128,7 +128,7 @@ class EmbeddingCache:
     A `<cohort>.source` file beside each array records the cohort's content fingerprint
     (`Cohort.fingerprint`: tables in full, volumes sampled), so a regenerated cohort of the same name, or one
     whose volumes were replaced, is embedded again. The encoder is loaded only when some cohort is not cached.
-    `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=)` default to
+    `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=, progress=)` default to
     `load_checkpoint` and `embed_cohort` (tests replace them to count calls).
     """
 

@@ -332,7 +332,7 @@ def test_embedding_cache_embeds_once_and_again_when_the_cohort_changes(tmp_path)
     checkpoint.write_bytes(b"weights")
     calls = []
 
-    def fake_embed(model, cohort, batch_size, device):
+    def fake_embed(model, cohort, batch_size, device, progress):
         calls.append(cohort.path.name)
         return np.full((len(cohort), 4), float(len(calls)), dtype=np.float32)
 
