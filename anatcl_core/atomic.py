@@ -15,15 +15,30 @@ from pathlib import Path
 from typing import BinaryIO, Callable, NamedTuple
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (e.g. 0o022), read without changing it for long."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by `tempfile` (0600, or 0700 for a folder) the mode a plain `open`/`mkdir` would have
+    given it under the user's umask, so colleagues on shared storage can read results as they expect."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(f)` on a binary file that becomes `path` only once `write` has returned.
 
-    The previous content of `path`, if any, stays intact when `write` raises or the process dies.
+    The previous content of `path`, if any, stays intact when `write` raises or the process dies. The file
+    gets the mode of a normally created one (0644 under the usual umask 022), not tempfile's private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -6,6 +6,7 @@ Example::
     torchrun --nproc_per_node=4 -m anatcl_core.pretrain --cohort ... --method ... --out ...
 
 Writes RUN/checkpoint.pth (latest; loads with `anatcl_core.load_checkpoint`), RUN/config.json, RUN/metrics.csv,
+RUN/folds.tsv (the pretraining folds, made from the cohort and the seed),
 RUN/train.log. Every random draw (batch order, augmentations) is derived from (seed, epoch, step, rank), so a
 resumed run replays exactly the batches an uninterrupted run would have seen.
 """
@@ -102,10 +103,9 @@ def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, dev
            world: int) -> Path:
     """The body of `pretrain` once the run folder is claimed (and locked on rank 0)."""
     ckpt_path, metrics_path = out / "checkpoint.pth", out / "metrics.csv"
-    folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed) if rank == 0 else None
-    if world > 1:
-        dist.barrier()                           # rank 0 wrote the folds file; the others read it now
-    folds = folds if folds is not None else load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed)
+    # deterministic on every rank; rank 0 keeps a copy with the run (the cohort's folder may be read-only)
+    folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed,
+                               keep_copy_in=out if rank == 0 else None)
     rows = training_rows(cohort.participants, folds, cfg.fold)
     normaliser = None
     if cfg.normalise_descriptors:

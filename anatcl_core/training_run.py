@@ -117,7 +117,7 @@ def history_from_csv(path: Path, epochs_done: int) -> list[dict]:
     return [{k: v for k, v in row.items() if pd.notna(v)} for row in frame.to_dict("records")]
 
 
-RUN_FILES = ("checkpoint.pth", "config.json", "metrics.csv", "train.log", "tensorboard")
+RUN_FILES = ("checkpoint.pth", "config.json", "metrics.csv", "train.log", "folds.tsv", "tensorboard")
 LOCK_FILE = ".anatcl-run.lock"
 
 

@@ -1,5 +1,6 @@
 """The pretraining engine on CPU: every method runs and learns, resume is exact, checkpoints survive kills."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,12 +105,19 @@ def test_narrow_runs_save_their_width_and_old_runs_resume_as_width_64(tiny_cohor
     assert len(pd.read_csv(tmp_path / "old" / "metrics.csv")) == 2
 
 
-def test_folds_are_by_subject_stratified_and_shared(tiny_cohort):
-    folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
-    assert (tiny_cohort.path / "splits" / "folds-3-seed0.tsv").exists()
+def test_folds_are_by_subject_stratified_and_shared(tiny_cohort, tmp_path):
+    folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0, keep_copy_in=tmp_path / "run")
+    assert not (tiny_cohort.path / "splits").exists()                    # nothing written into the data folder
     assert folds["fold"].value_counts().min() >= 7
     again = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
     pd.testing.assert_frame_equal(folds, again)
+    kept = pd.read_csv(tmp_path / "run" / "folds.tsv", sep="\t", dtype={"participant_id": str})
+    pd.testing.assert_frame_equal(folds, kept)
+    pinned = folds.assign(fold=(folds["fold"] + 1) % 3)                  # folds put in splits/ take precedence
+    (tiny_cohort.path / "splits").mkdir()
+    pinned.to_csv(tiny_cohort.path / "splits" / "folds-3-seed0.tsv", sep="\t", index=False)
+    pd.testing.assert_frame_equal(load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0), pinned)
+    shutil.rmtree(tiny_cohort.path / "splits")
     rows = training_rows(tiny_cohort.participants, folds, 1)
     assert set(folds["fold"].to_numpy()[rows]) == {0, 2}
     with pytest.raises(ValueError, match="unique"):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anatcl_core.atomic import read_owner, write_owner
+from anatcl_core.atomic import apply_umask, read_owner, write_owner
 from anatcl_core.data.cohort_contract import (META_FILE, PARTICIPANTS_FILE, ROI_FILE, UNFINISHED_MARKER,
                                               VOLUME_DTYPES, VOLUMES_FILE, CohortError, build_meta,
                                               canonical_participants, check_grid, check_participants,
@@ -76,6 +76,7 @@ class CohortWriter:
         self.finished = False
         self.volumes: np.memmap | None = None
         try:
+            apply_umask(self.tmp_path, directory=True)    # becomes the cohort folder: readable as mkdir makes it
             write_owner(self.tmp_path / UNFINISHED_MARKER)
             self.volumes = np.lib.format.open_memmap(
                 self.tmp_path / VOLUMES_FILE, mode="w+", dtype=self.dtype, shape=(self.n_subjects, *self.shape))

@@ -1,4 +1,7 @@
-"""Subject-level folds for pretraining, made once per cohort and saved beside it so every method shares them."""
+"""Subject-level folds for pretraining: a deterministic function of (participants, n_folds, seed), so every method
+and every machine gets the same folds. A folds file placed in the cohort's `splits/` folder takes precedence (to
+pin folds made elsewhere); otherwise they are made and a copy is kept with the run, never in the data folder,
+which may be read-only shared storage."""
 from __future__ import annotations
 
 import os
@@ -43,17 +46,23 @@ def make_folds(participants: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> p
 
 
 def load_or_make_folds(cohort_path: str | os.PathLike, participants: pd.DataFrame, n_folds: int = 5,
-                       seed: int = 0) -> pd.DataFrame:
-    """Read `<cohort>/splits/folds-<n>-seed<seed>.tsv`, or make and save it atomically on first use."""
+                       seed: int = 0, keep_copy_in: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read `<cohort>/splits/folds-<n>-seed<seed>.tsv` if someone put it there, else make the folds.
+
+    Returns [participant_id, fold] in participants order. With `keep_copy_in`, the folds used are also written
+    (atomically) to `<keep_copy_in>/folds.tsv`, e.g. in the run folder, so a run records its own folds.
+    Nothing is written into the cohort's folder.
+    """
     path = Path(cohort_path) / "splits" / f"folds-{n_folds}-seed{seed}.tsv"
     if path.exists():
         folds = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
         if list(folds["participant_id"]) != list(participants["participant_id"].astype(str)):
             raise ValueError(f"{path}: participant_id column does not match the cohort's participants.tsv; "
                              "delete the file to make new folds")
-        return folds
-    folds = make_folds(participants, n_folds, seed)
-    write_atomic(path, lambda f: folds.to_csv(f, sep="\t", index=False))
+    else:
+        folds = make_folds(participants, n_folds, seed)
+    if keep_copy_in is not None:
+        write_atomic(Path(keep_copy_in) / "folds.tsv", lambda f: folds.to_csv(f, sep="\t", index=False))
     return folds
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from anatcl_core.data.cohort import CohortError, CohortWriter
@@ -167,9 +168,17 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown:
         raise KeyError(f"unknown cohort(s) {unknown}; known: {list(COHORTS)}")
-    return {name: write_synthetic_cohort(root, name, COHORTS[name].paper_n if n_subjects is None else n_subjects,
-                                         voxel_size, seed, overwrite, dtype, progress)
-            for name in cohorts}
+    if not overwrite and all((Path(root) / name / "meta.json").exists() for name in cohorts):
+        for name in cohorts:                      # all there: nothing to write, so a read-only root is fine
+            _refuse_other_generator_version(Path(root) / name)
+        return dict.fromkeys(cohorts)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    # one writer per root: two jobs started together on a fresh data_root (papermill, a cluster array) would
+    # otherwise both generate, and the second would find the first's cohort appearing under it
+    with FileLock(Path(root) / ".anatcl-synth.lock"):
+        return {name: write_synthetic_cohort(root, name, COHORTS[name].paper_n if n_subjects is None else n_subjects,
+                                             voxel_size, seed, overwrite, dtype, progress)
+                for name in cohorts}
 
 
 def ensure_synthetic_data(data_root: str | Path, n_subjects: int = DEFAULT_N_SUBJECTS,
