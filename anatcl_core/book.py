@@ -23,6 +23,18 @@ from anatcl_core.precision import apply_reproducible_cpu_env
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+PRESETS = ("default", "ci", "paper")          # book/params/<name>.yaml
+
+
+def source_root() -> Path:
+    """Where the book's sources are: the copy a wheel installs (setup.py), else the repository checkout."""
+    installed = Path(__file__).resolve().parent / "book_sources"
+    return installed if (installed / "_toc.yml").exists() else REPO
+
+
+def params_path(spec: str | Path) -> Path:
+    """A preset name (default, ci, paper) -> its YAML among the book's sources; anything else is a path."""
+    return source_root() / "book" / "params" / f"{spec}.yaml" if str(spec) in PRESETS else Path(spec)
 PATH_PARAMS = ("data_root", "output_dir")
 
 
@@ -31,10 +43,12 @@ class ChapterFailed(RuntimeError):
 
 
 def load_params(path: str | Path) -> dict:
-    """Read a params YAML: `common` (injected into every chapter) and `chapters: {name: {...}}` overrides."""
-    path = Path(path)
+    """Read a params YAML (or a preset name): `common` (injected into every chapter) and `chapters: {name: {...}}`
+    overrides."""
+    path = params_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: book parameters file not found")
+        raise FileNotFoundError(f"{path}: book parameters file not found; expected a YAML file or one of the "
+                                f"presets {', '.join(PRESETS)}")
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict) or not isinstance(params.get("common", {}), dict):
         raise ValueError(f"{path}: expected a mapping with a 'common' mapping of parameters")
@@ -91,18 +105,18 @@ def collapse_parameters(notebook: Path) -> None:
     nbformat.write(nb, notebook)
 
 
-def build(params_path: str | Path, build_dir: str | Path | None = None) -> Path:
+def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
     """Execute all chapters with the given parameters and render HTML; returns the html folder."""
-    params = load_params(params_path)
+    params = load_params(params_file)
     apply_reproducible_cpu_env()       # the chapters' kernels compute alike on AVX2 and AVX-512 CPUs
-    build_dir = Path(build_dir or params.get("build_dir", REPO / "_build")).resolve()
-    source = build_dir / "source"
+    build_dir = Path(build_dir or params.get("build_dir", "_build")).resolve()      # relative to where we run
+    source, origin = build_dir / "source", source_root()
     if source.exists():
         shutil.rmtree(source)
-    shutil.copytree(REPO / "book", source / "book", ignore=shutil.ignore_patterns("params", ".ipynb_checkpoints"))
+    shutil.copytree(origin / "book", source / "book", ignore=shutil.ignore_patterns("params", ".ipynb_checkpoints"))
     for name in BOOK_FILES:
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, source / name)
+        if (origin / name).exists():
+            shutil.copy2(origin / name, source / name)
     for chapter in sorted((source / "book").glob("*.md")):
         if is_notebook_source(chapter):     # the .ipynb replaces it: Jupyter Book must see one file per page
             notebook_from_source(chapter, chapter.with_suffix(".ipynb"))
@@ -158,9 +172,12 @@ def prepare_data(common: dict) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default=str(REPO / "book" / "params" / "default.yaml"),
-                        help="YAML with `common` parameters and per-chapter overrides")
-    parser.add_argument("--build-dir", default=None, help="where executed chapters and HTML go (default _build)")
+    parser.add_argument("--params", default="default",
+                        help=f"a preset ({', '.join(PRESETS)}) or a YAML file with `common` parameters and "
+                             "per-chapter overrides (default: default, the book's CPU configuration)")
+    parser.add_argument("--build-dir", default=None,
+                        help="where the executed chapters and the HTML go (default: ./_build); data_root and "
+                             "output_dir come from the parameters, relative to the current directory")
 
 
 def run(args: argparse.Namespace) -> int:

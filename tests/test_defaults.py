@@ -49,7 +49,8 @@ def test_each_parameter_cell_says_what_default_yaml_says(chapter):
 
 def test_shared_chapter_parameters_agree_across_chapters():
     cells = {c.stem: cell_parameters(c) for c in CHAPTERS}
-    for name in ("methods", "fold", "n_splits", "small_class_repeats"):
+    for name in ("methods", "fold", "n_splits", "small_class_repeats", "width", "lr", "epochs", "batch_size",
+                 "max_steps_per_epoch"):
         values = {stem: repr(v[name]) for stem, v in cells.items() if name in v}
         assert len(set(values.values())) == 1, f"{name} differs between chapters: {values}"
 
@@ -94,3 +95,10 @@ def test_paper_yaml_asks_for_the_papers_pretraining():
     paper = PretrainConfig(cohort="", method="anatcl-local", out="")
     for name, value in paper_params.items():
         assert getattr(paper, name) == pytest.approx(value), f"paper.yaml: {name}"
+
+
+def test_every_chapter_installs_the_package_the_same_way_as_the_readme_says():
+    cells = {c.stem: jupytext.read(c).cells[1] for c in CHAPTERS}
+    assert len({cell.source for cell in cells.values()}) == 1, "the install cells differ between chapters"
+    spec = re.search(r'"(anatcl-core\[book\] @ [^"]+)"', next(iter(cells.values())).source).group(1)
+    assert spec in (REPO / "README.md").read_text() and spec in (REPO / "book" / "intro.md").read_text()
