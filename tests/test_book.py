@@ -5,6 +5,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
@@ -162,3 +163,37 @@ def test_api_page_documents_every_public_module():
     assert set(API_COVERED_BY_PACKAGE) <= public
     assert sorted(public - documented) == [], "book/api.md lacks an automodule for these modules"
     assert sorted(documented - public) == [], "book/api.md documents modules that are not public or do not exist"
+
+
+@pytest.mark.slow
+def test_a_table_chapter_runs_alone_in_a_fresh_output_folder(tmp_path):
+    """The Colab case: chapter 5 with nothing before it makes its data and trains its encoders (CI sizes)."""
+    import papermill
+
+    params = {**load_params("ci")["common"], **load_params("ci")["chapters"]["05_brain_age_sex"]}
+    params.update(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), n_subjects=24,
+                  methods=["simclr", "anatcl-local"])
+    notebook = notebook_from_source(REPO / "book" / "05_brain_age_sex.md", tmp_path / "05.ipynb")
+    papermill.execute_notebook(str(notebook), str(tmp_path / "05-run.ipynb"), parameters=params,
+                               cwd=str(REPO / "book"), kernel_name="python3", progress_bar=False)
+    for method in params["methods"]:
+        assert (tmp_path / "out" / "runs" / f"{method}-fold0" / "checkpoint.pth").exists()
+    table = (tmp_path / "out" / "tables" / "table2.csv").read_text()
+    assert "openbhb/age" in table and "anatcl-local" in table
+
+
+def test_the_core_imports_without_the_book_extra():
+    """A core install (no matplotlib, seaborn, papermill, jupytext, nbformat, IPython) imports every module."""
+    script = """
+import importlib, pkgutil, sys
+for extra in ("matplotlib", "seaborn", "papermill", "jupytext", "nbformat", "IPython", "jupyter_book"):
+    sys.modules[extra] = None          # any import of it now raises ImportError
+import anatcl_core
+names = [m.name for m in pkgutil.walk_packages(anatcl_core.__path__, "anatcl_core.")]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) >= 30

@@ -1,0 +1,221 @@
+"""Frozen-encoder features for every subject of a cohort: what the downstream probes consume.
+
+Example::
+
+    anatcl embed --checkpoint runs/yaware-f0/checkpoint.pth --cohort data/adni --out adni.npy
+    anatcl embed --released global --fold 0 --cohort data/adni --out adni.npy   (needs network once)
+
+Also here: `EmbeddingCache`, the on-disk cache of a checkpoint's features that `anatcl probe` and the
+book's chapters read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from anatcl_core.atomic import check_writable_folder, write_atomic
+from anatcl_core.checkpoints import file_digest, load_checkpoint, load_released
+from anatcl_core.data.augment import center_crop, training_crop
+from anatcl_core.data.cohort import Cohort
+from anatcl_core.encoder import AnatCLModel, check_volume_batch
+from anatcl_core.methods import RELEASED_DESCRIPTORS
+from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
+
+
+class NonFiniteVolumes(ValueError):
+    """Volumes holding NaN or infinite voxels: their features would be NaN, so they are refused by name."""
+
+
+@torch.inference_mode()
+def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, device: str = "auto",
+                  amp: bool = False, channels_last: bool = True, crop: tuple[int, int, int] | None = None,
+                  compile: bool = False, progress: bool = True, ids: list[str] | None = None) -> np.ndarray:
+    """volumes: [N, X, Y, Z] (array or memmap) -> [N, model.embed_dim] float32 encoder features (head dropped;
+    512 for the paper's ResNet-18, 8 x width in general).
+
+    Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
+    then encoded in batches: in fp32, or under bf16 autocast with `amp=True` (the policy and its reasons:
+    `anatcl_core.precision`).
+    `compile=True` runs the encoder through `torch.compile` with inductor's freezing (BatchNorm folded into
+    the convolutions, weights pre-packed): it pays a one-off compilation of tens of seconds, so it is worth it
+    for large cohorts only. A volume with a NaN or infinite voxel is an error naming it (by `ids`, if given).
+
+    Args:
+        model: the encoder to run (its projection head is not used); moved to the chosen device and put in
+            eval mode.
+        volumes: ``[N, X, Y, Z]`` grey-matter maps on the cohort's grid (e.g. ``Cohort.volumes``, a memmap),
+            float16 or float32; read ``batch_size`` subjects at a time and cast to float32.
+        batch_size: volumes per forward pass (default 8), an int >= 1; it bounds the memory used, not the
+            features.
+        device: ``"auto"`` (default: this rank's GPU under torchrun, else the GPU if there is one, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+        amp: encode under bf16 autocast (default False: fp32); the features are returned in float32 either way.
+        channels_last: hold the model and each batch in the channels-last 3-D memory format (default True).
+        crop: ``(X, Y, Z)`` size in voxels of the centre crop, zero-padded where a volume is smaller; default
+            None: the training crop of the volumes' grid (``anatcl_core.data.augment.training_crop``).
+        compile: run the encoder through ``torch.compile`` (default False; see above). The last, short batch
+            is padded to ``batch_size`` so that one compilation serves every batch.
+        progress: show a progress bar over the batches (default True).
+        ids: ``[N]`` subject ids, row i for ``volumes[i]``, used only to name volumes with non-finite voxels in
+            the error; default None names them by row.
+
+    Returns:
+        ``[N, model.embed_dim]`` float32 array of encoder features, row i for ``volumes[i]``.
+
+    Raises:
+        NonFiniteVolumes: a volume holds a NaN or infinite voxel (the first five such volumes are named).
+        ValueError: ``batch_size`` is not an int >= 1, ``device`` is not an available device, or ``amp=True``
+            on a device without bf16 autocast.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    encoder = torch.compile(model.encoder, options={"freezing": True}) if compile else model.encoder
+    crop = crop or training_crop(tuple(volumes.shape[1:]))
+    bf16 = use_bf16(dev, amp)
+    features = np.empty((len(volumes), model.embed_dim), dtype=np.float32)
+    for start in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
+        block = np.asarray(volumes[start:start + batch_size], dtype=np.float32)
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if not finite.all():
+            bad = [ids[start + i] if ids is not None else f"row {start + i}" for i in np.flatnonzero(~finite)]
+            raise NonFiniteVolumes(f"non-finite voxels in {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}:"
+                             " expected finite grey-matter values; fix or drop these volumes")
+        x = center_crop(torch.from_numpy(block).unsqueeze(1).to(dev), crop)
+        check_volume_batch(x)
+        if compile and len(block) < batch_size:
+            # pad the last batch: one static shape means one compilation (eval-mode BN is per sample)
+            x = torch.cat([x, x.new_zeros((batch_size - len(block), *x.shape[1:]))])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with bf16_autocast(dev, bf16):
+            out = encoder(x)
+        features[start:start + len(block)] = out[:len(block)].float().cpu().numpy()
+    return features
+
+
+def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | os.PathLike, **kwargs) -> np.ndarray:
+    """Features [N, D] for every subject of `cohort` (a Cohort or its folder) with a model or a checkpoint path."""
+    if not isinstance(model, AnatCLModel):
+        model = load_checkpoint(model)
+    if not isinstance(cohort, Cohort):
+        cohort = Cohort.open(cohort)
+    try:
+        return embed_volumes(model, cohort.volumes, ids=cohort.participants["participant_id"].tolist(), **kwargs)
+    except NonFiniteVolumes as err:
+        raise NonFiniteVolumes(f"{cohort.path / 'vbm.npy'}: {err}") from None
+
+
+def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
+    """np.save to a temporary file beside `path`, then rename: a killed run never leaves a partial file."""
+    return write_atomic(path, lambda f: np.save(f, features))
+
+
+@dataclass
+class EmbeddingCache:
+    """Embeddings of cohorts by checkpoints, cached as `<root>/<checkpoint sha256 prefix>/<cohort>.npy`.
+
+    A `<cohort>.source` file beside each array records the cohort's content fingerprint
+    (`Cohort.fingerprint`: tables in full, volumes sampled), so a regenerated cohort of the same name, or one
+    whose volumes were replaced, is embedded again. The encoder is loaded only when some cohort is not cached.
+    `load_model(path, device)` and `embed_cohort(model, cohort, batch_size=, device=, progress=)` default to
+    `load_checkpoint` and `embed_cohort` (tests replace them to count calls).
+    """
+
+    root: Path
+    batch_size: int = 8
+    device: str = "auto"
+    progress: bool = True           # a progress bar while a cohort is embedded
+    load_model: Callable[[Path, str], Any] | None = field(default=None, repr=False)
+    embed_cohort: Callable[..., np.ndarray] | None = field(default=None, repr=False)
+
+    def path_for(self, checkpoint: str | os.PathLike, cohort_name: str) -> Path:
+        return Path(self.root) / file_digest(checkpoint) / f"{cohort_name}.npy"
+
+    def embeddings(self, checkpoint: str | os.PathLike, cohorts: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """checkpoint file + {name: Cohort} -> {name: [N, D] float32 features}, embedding what is not cached."""
+        model = None
+        out = {}
+        for name, cohort in cohorts.items():
+            path = self.path_for(checkpoint, name)
+            source = path.with_suffix(".source")
+            fingerprint = cohort.fingerprint()
+            if path.exists() and source.exists() and source.read_text().strip() == fingerprint:
+                out[name] = np.load(path)
+                continue
+            if model is None:
+                model = self._load(Path(checkpoint))
+            features = np.asarray(self._embed(model, cohort))
+            write_atomic(path, lambda f: np.save(f, features))
+            write_atomic(source, lambda f: f.write(fingerprint.encode()))
+            out[name] = features
+        return out
+
+    def _embed(self, model: Any, cohort: Any) -> np.ndarray:
+        embed = self.embed_cohort or embed_cohort
+        return embed(model, cohort, batch_size=self.batch_size, device=self.device, progress=self.progress)
+
+    def _load(self, checkpoint: Path) -> Any:
+        if self.load_model is not None:
+            return self.load_model(checkpoint, self.device)
+        return load_checkpoint(checkpoint)           # on CPU; embedding moves it to `device`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from anatcl_core.cli import int_at_least
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
+    source.add_argument("--released", choices=RELEASED_DESCRIPTORS, help="download the authors' weights")
+    parser.add_argument("--fold", type=int, choices=range(5), default=None,
+                        help="fold of the released weights (0-4, default 0); only with --released")
+    parser.add_argument("--cohort", required=True, help="cohort folder (participants.tsv, vbm.npy, desikan_roi.npy, meta.json: data_recipes/README.md)")
+    parser.add_argument("--out", required=True,
+                        help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:<index>")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                        help="bf16 autocast (default: fp32, the same numbers on every machine)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder with frozen weights (worth it for large cohorts)")
+
+
+def check_features_path(out: Path, overwrite: bool, protected: list[Path]) -> None:
+    """Refuse an --out that would destroy something: a folder, an input (the checkpoint, a file of the cohort),
+    a file without the .npy suffix, or an existing file unless `overwrite`."""
+    out = out.resolve()
+    if out.suffix != ".npy":
+        raise ValueError(f"--out {out}: expected a file path ending in .npy")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a .npy file path")
+    for path in protected:
+        path = path.resolve()
+        if out == path or (path.is_dir() and path in out.parents):
+            raise ValueError(f"--out {out}: would overwrite an input ({path}); write the features elsewhere")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out}: already exists; add --overwrite to replace it, or choose another path")
+    check_writable_folder(out.parent, "--out")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fold is not None and not args.released:
+        raise ValueError("--fold selects one of the released weights; with --checkpoint the file is the fold")
+    resolve_device(args.device)
+    inputs = [Path(args.cohort)] + ([Path(args.checkpoint)] if args.checkpoint else [])
+    check_features_path(Path(args.out), args.overwrite, inputs)
+    cohort = Cohort.open(args.cohort)                  # before the model: a bad cohort costs no download
+    model = load_released(args.released, args.fold or 0) if args.released else load_checkpoint(args.checkpoint)
+    features = embed_cohort(model, cohort, batch_size=args.batch_size, device=args.device, amp=args.amp,
+                            compile=args.compile)
+    print(f"wrote {save_features(args.out, features)}: {features.shape[0]} subjects x {features.shape[1]} features")
+    return 0

@@ -1,0 +1,203 @@
+"""The paper's downstream evaluation: every task of Tables 2-5 probed on every encoder's frozen features.
+
+Example::
+
+    table = evaluate_tasks({("anatcl-global", 0): {"abide1": X_abide}}, {"abide1": participants})
+    anatcl probe --checkpoint runs/anatcl-local-fold0/checkpoint.pth --data data/ --out results.csv
+
+OpenBHB tasks are fitted on its training split and scored on both test splits; every other task is
+cross-validated (`probe.cross_validate_probe`). The result is one tidy frame, a row per (method,
+pretraining fold, task, evaluation), with the reason in `note` when a task could not be scored.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from anatcl_core.atomic import check_writable_folder, write_atomic
+from anatcl_core.methods import method_in_name
+from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, metric_for, not_evaluable, plan_folds,
+                               score, search_notes)
+from anatcl_core.tasks import TaskColumnError, TaskSpec, select_tasks
+
+log = logging.getLogger(__name__)
+
+OPENBHB_TEST_SPLITS = ("internal_test", "external_test")
+
+
+def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, *, grid: Sequence[float] | None = None,
+                     inner_splits: int = 3, seed: int = 0, n_jobs: int | None = None) -> dict[str, ProbeResult]:
+    """The paper's OpenBHB protocol: fit on `split == "train"`, score `internal_test` and `external_test`.
+
+    X: [N, d] embeddings of the whole OpenBHB cohort (row i = participants row i).
+    Returns {test split name: ProbeResult with one score}.
+    """
+    rows, y = task.resolve(participants)
+    split = participants["split"].to_numpy()[rows]
+    train = split == "train"
+    metric = metric_for(task.kind)
+    plan = plan_folds(y[train], task.kind, inner_splits, 1, small_class_repeats=1)
+    if not train.any() or plan.problem:
+        reason = "no rows with split == 'train'" if not train.any() else f"train split: {plan.problem}"
+        return {name: not_evaluable(metric, int((split == name).sum()), reason) for name in OPENBHB_TEST_SPLITS}
+    features = np.asarray(X)[rows]
+    estimator, chosen = fit_probe(features[train], y[train], task.kind, grid=grid, inner_splits=inner_splits,
+                                  seed=seed, n_jobs=n_jobs)
+    results = {}
+    for name in OPENBHB_TEST_SPLITS:
+        test = split == name
+        if not test.any():
+            results[name] = not_evaluable(metric, 0, f"no rows with split == {name!r}")
+            continue
+        counts = tuple(int(c) for c in np.bincount(y[test])) if task.kind == "classification" else ()
+        note = "; ".join([f"fit on {int(train.sum())} train rows, scored on {int(test.sum())} {name} rows"]
+                         + search_notes([np.nan if chosen is None else chosen], grid, task.kind, inner_splits))
+        results[name] = ProbeResult(metric, (score(task.kind, y[test], estimator.predict(features[test])),),
+                                    int(test.sum()), 1, 1, counts, (np.nan if chosen is None else chosen,), note)
+    return results
+
+
+RESULT_COLUMNS = ("method", "fold", "task", "cohort", "table", "metric", "evaluation", "score", "std", "n",
+                  "n_splits", "n_repeats", "class_counts", "evaluable", "note")
+
+
+def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeResult) -> dict[str, Any]:
+    return {"method": method, "fold": fold, "task": task.id, "cohort": task.cohort, "table": task.table,
+            "metric": result.metric, "evaluation": evaluation, "score": result.mean, "std": result.std,
+            "n": result.n_samples, "n_splits": result.n_splits, "n_repeats": result.n_repeats,
+            "class_counts": "/".join(map(str, result.class_counts)), "evaluable": result.evaluable,
+            "note": result.note}
+
+
+def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task: TaskSpec, *,
+                  groups_column: str | None = None, **probe_options: Any) -> dict[str, ProbeResult]:
+    """One task on one embedding matrix X [N, d] of the task's cohort -> {evaluation name: result}.
+
+    Evaluation names: "cv" for cross-validated tasks, the OpenBHB test splits otherwise. A missing
+    cohort or embedding, or a participants table without the task's columns, gives not-evaluable results
+    that say so.
+    """
+    metric = metric_for(task.kind)
+    names = OPENBHB_TEST_SPLITS if task.protocol == "openbhb" else ("cv",)
+    missing = "participants table" if participants is None else "embeddings" if X is None else None
+    if missing:
+        return {name: not_evaluable(metric, 0, f"no {missing} for cohort {task.cohort!r}") for name in names}
+    if len(X) != len(participants):
+        raise ValueError(f"task {task.id!r}: {len(X)} embedding rows for {len(participants)} participants rows "
+                         f"of cohort {task.cohort!r}; expected row i to describe participant i")
+    finite = np.isfinite(np.asarray(X, dtype=float)).all(axis=1)
+    if not finite.all():
+        ids = participants["participant_id"].to_numpy()[~finite] if "participant_id" in participants else \
+            np.flatnonzero(~finite)
+        raise ValueError(f"task {task.id!r}: features of cohort {task.cohort!r} are not finite for "
+                         f"{', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} ({len(ids)} row(s)); "
+                         "expected finite features: check the checkpoint (did its training diverge?)")
+    try:
+        if task.protocol == "openbhb":
+            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}
+            return evaluate_openbhb(X, participants, task, **keep)
+        rows, y = task.resolve(participants)
+    except TaskColumnError as err:           # e.g. a cohort imported without the columns this task reads
+        return {name: not_evaluable(metric, len(participants), str(err)) for name in names}
+    groups = None if groups_column is None else participants[groups_column].to_numpy()[rows]
+    return {"cv": cross_validate_probe(np.asarray(X)[rows], y, task.kind, groups, **probe_options)}
+
+
+def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
+                   cohorts: Mapping[str, pd.DataFrame], tasks: Iterable[TaskSpec | str] | None = None, *,
+                   groups_column: str | None = None, **probe_options: Any) -> pd.DataFrame:
+    """Every (method, fold) embedding set x every task -> one tidy DataFrame (columns RESULT_COLUMNS).
+
+    embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
+    tasks: specs or ids (None: all 22); probe_options: passed to `cross_validate_probe` (n_splits, seed, ...).
+    One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
+    """
+    specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
+    rows = []
+    for (method, fold), by_cohort in embeddings.items():
+        for task in specs:
+            log.info("probe %s fold %s: %s", method, fold, task.id)
+            results = evaluate_task(by_cohort.get(task.cohort), cohorts.get(task.cohort), task,
+                                    groups_column=groups_column, **probe_options)
+            rows.extend(_row(method, fold, task, name, result) for name, result in results.items())
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+# ----------------------------------------------------------------------------- command line
+
+_SPEC = re.compile(r"^(?P<method>[\w.-]+)(?::(?P<fold>\d+))?=(?P<path>.+)$")
+
+
+def parse_checkpoint(spec: str) -> tuple[str, int, Path]:
+    """'METHOD[:FOLD]=PATH' or 'PATH' -> (method id, fold, path).
+
+    Without a prefix the method is the first path component that is, or starts with, a known method id
+    followed by '-' or '_' (so `runs/yaware-fold2/checkpoint.pth`, the layout `anatcl pretrain` writes, is
+    yaware fold 2), else the file's folder when the stem says nothing ('checkpoint', 'weights', ...), else the
+    stem; the fold is the number in a 'fold<k>' component (else 0).
+    """
+    match = _SPEC.match(spec)
+    if match and not Path(spec).exists():
+        return match["method"], int(match["fold"] or 0), Path(match["path"])
+    path = Path(spec)
+    parts = [p.lower() for p in path.with_suffix("").parts]
+    generic = path.stem.lower() in ("checkpoint", "weights", "last", "best", "model")
+    fallback = path.parent.name if generic and path.parent.name else path.stem
+    method = next((m for p in parts if (m := method_in_name(p))), fallback)
+    fold = next((int(m[1]) for p in parts for m in [re.search(r"fold[_-]?(\d+)", p)] if m), 0)
+    return method, fold, path
+
+
+def add_arguments(parser: Any) -> None:
+    from anatcl_core.cli import int_at_least
+    parser.add_argument("--checkpoint", nargs="+", required=True, metavar="[METHOD[:FOLD]=]PATH",
+                        help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
+    parser.add_argument("--data", required=True, type=Path, help="folder holding one cohort folder per dataset")
+    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="ID", help="task ids, or 'all' (default)")
+    parser.add_argument("--out", required=True, type=Path, help="results CSV (one row per method, fold, task)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="embedding cache folder (default: 'embedding_cache' beside --out)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
+    parser.add_argument("--n-splits", type=int_at_least(2), default=5, help="outer cross-validation folds")
+    parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
+
+
+def run(args: Any) -> int:
+    """`anatcl probe`: embed the needed cohorts (cached), run the probes, write the tidy results CSV."""
+    from anatcl_core.data.cohort import Cohort
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tasks = select_tasks(args.tasks)
+    check_writable_folder(Path(args.out).resolve().parent, "--out")
+    from anatcl_core.precision import resolve_device
+    resolve_device(args.device)
+    named: dict[tuple[str, int], Path] = {}
+    for spec in args.checkpoint:                     # every name checked before anything is embedded
+        method, fold, path = parse_checkpoint(spec)
+        if not path.is_file():
+            raise FileNotFoundError(2, "no such checkpoint file", str(path))
+        if (method, fold) in named:
+            raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
+                             f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")
+        named[(method, fold)] = path
+    names = list(dict.fromkeys(t.cohort for t in tasks))
+    cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
+    for name in sorted(set(names) - set(cohorts)):
+        log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
+    from anatcl_core.embed import EmbeddingCache
+    cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
+    embeddings = {}
+    for (method, fold), path in named.items():
+        embeddings[(method, fold)] = cache.embeddings(path, cohorts)
+    results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
+                             n_splits=args.n_splits, seed=args.seed)
+    write_atomic(args.out, lambda f: results.to_csv(f, index=False))
+    shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,129 @@
+"""The paper's experiment as the book runs it: pretrain each method, embed every cohort, probe the tasks.
+
+Everything lives under one `output_dir`, so each chapter reuses what an earlier one produced::
+
+  runs/<method>-fold<k>/   pretraining runs (`run_dir`)
+  embeddings/              cached features (`embed.EmbeddingCache`)
+  tables/table<N>.csv      probe results of the paper's Table N (`results_path`)
+
+`progress=False` keeps progress bars off (the book's pages); the default shows them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from anatcl_core.age_probe import compare_encoders
+from anatcl_core.atomic import write_atomic
+from anatcl_core.data.cohort import Cohort
+from anatcl_core.encoder import AnatCLModel
+from anatcl_core.methods import method_ids
+from anatcl_core.pretrain import PretrainConfig, pretrain
+from anatcl_core.embed import EmbeddingCache, embed_volumes
+from anatcl_core.evaluation import evaluate_tasks
+from anatcl_core.tasks import TaskSpec, tasks_for
+
+COHORT_NAMES = ("openbhb", "adni", "oasis3", "schizconnect", "abide1")
+
+
+def run_dir(output_dir: str | Path, method: str, fold: int) -> Path:
+    return Path(output_dir) / "runs" / f"{method}-fold{fold}"
+
+
+def pretrain_methods(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
+                     **overrides) -> dict[str, Path]:
+    """Pretrain each method on `<data_root>/openbhb` (resuming where a run stopped) -> {method: checkpoint}.
+
+    `overrides` are PretrainConfig fields (epochs, batch_size, max_steps_per_epoch, seed, ...).
+    """
+    checkpoints = {}
+    for method in methods:
+        cfg = PretrainConfig(cohort=str(Path(data_root) / "openbhb"), method=method,
+                             out=str(run_dir(output_dir, method, fold)), fold=fold, resume=True, **overrides)
+        checkpoints[method] = pretrain(cfg)
+    return checkpoints
+
+
+def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]:
+    """The cohorts of `names` that exist under `data_root`."""
+    return {n: Cohort.open(Path(data_root) / n) for n in names if (Path(data_root) / n / "meta.json").exists()}
+
+
+def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
+                      device: str = "auto", batch_size: int = 8, cohort_names=COHORT_NAMES, progress: bool = True,
+                      ) -> dict[tuple[str, int], dict]:
+    """{(method, fold): {cohort: [N, D]}} from the runs' checkpoints (D = 8 x width), embedding only what is not
+    cached."""
+    cache = EmbeddingCache(Path(output_dir) / "embeddings", batch_size=batch_size, device=device, progress=progress)
+    cohorts = open_cohorts(data_root, cohort_names)
+    out = {}
+    for method in methods:
+        checkpoint = run_dir(output_dir, method, fold) / "checkpoint.pth"
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"{checkpoint}: no pretrained checkpoint for {method} fold {fold}; "
+                                    "run the pretraining chapter (or anatcl pretrain) first")
+        out[(method, fold)] = cache.embeddings(checkpoint, cohorts)
+    return out
+
+
+def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[TaskSpec | str],
+                     methods=method_ids(), fold: int = 0, seed: int = 0, n_splits: int = 5, progress: bool = True,
+                     **probe_options) -> pd.DataFrame:
+    """Linear probes of every method's frozen features on `tasks` -> tidy results (see evaluation.evaluate_tasks).
+
+    probe_options go to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
+    """
+    embeddings = method_embeddings(data_root, output_dir, methods, fold, progress=progress)
+    participants = {n: c.participants for n, c in open_cohorts(data_root).items()}
+    return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
+
+
+def results_path(output_dir: str | Path, table: int) -> Path:
+    """Where the probe results of the paper's Table `table` are kept: `<output_dir>/tables/table<N>.csv`."""
+    return Path(output_dir) / "tables" / f"table{table}.csv"
+
+
+def table_results(data_root: str | Path, output_dir: str | Path, table: int, methods=method_ids(), fold: int = 0,
+                  seed: int = 0, n_splits: int = 5, progress: bool = True, reuse: bool = False,
+                  **probe_options) -> pd.DataFrame:
+    """Probe results for every task of the paper's Table `table` (2-5), saved at `results_path`.
+
+    With `reuse=True` a saved file that holds every one of `methods` is read instead of probing again (the
+    summary chapter reads what chapters 5-8 wrote); otherwise the probes run (cached embeddings make that
+    seconds to minutes) and the file is replaced atomically.
+    """
+    path = results_path(output_dir, table)
+    if reuse and path.exists():
+        saved = pd.read_csv(path)
+        if set(methods) <= set(saved["method"]) and set(saved["fold"]) == {fold}:
+            return saved[saved["method"].isin(methods)].reset_index(drop=True)
+    results = evaluate_methods(data_root, output_dir, tasks_for(table), methods, fold, seed, n_splits,
+                               progress=progress, **probe_options)
+    write_atomic(path, lambda f: results.to_csv(f, index=False))
+    return results
+
+
+def age_check(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0, seed: int = 0,
+              device: str = "auto", reference: str = "simclr", progress: bool = True) -> pd.DataFrame:
+    """Held-out OpenBHB age from every method's frozen features (`age_probe.compare_encoders`).
+
+    The ridge is fitted on the rows the checkpoints were pretrained on (as recorded in them) and scores every
+    other subject. Beside the methods: an untrained encoder of the same width, initialised like the runs
+    (`torch.manual_seed(seed)`), and the training median. `reference` is used when it is one of `methods`.
+    """
+    embeddings = method_embeddings(data_root, output_dir, methods, fold, device=device, cohort_names=("openbhb",),
+                                   progress=progress)
+    openbhb = Cohort.open(Path(data_root) / "openbhb")
+    saved = torch.load(run_dir(output_dir, methods[0], fold) / "checkpoint.pth", map_location="cpu",
+                       weights_only=True)
+    pretrained_rows = saved["rows"].numpy()
+    torch.manual_seed(seed)
+    untrained = AnatCLModel(saved["arch"], saved["feat_dim"], saved.get("width", 64))
+    features = {"random init": embed_volumes(untrained, openbhb.volumes, device=device, progress=progress)}
+    features.update({m: embeddings[(m, fold)]["openbhb"] for m in methods})
+    held_out = np.setdiff1d(np.arange(len(openbhb)), pretrained_rows)
+    return compare_encoders(features, openbhb.participants["age"].to_numpy(float), pretrained_rows, held_out,
+                            reference=reference if reference in methods else None, seed=seed)

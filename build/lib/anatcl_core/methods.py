@@ -1,0 +1,83 @@
+"""The six pretraining methods of the paper, described once: every other module reads this registry.
+
+Example::
+
+    METHODS["anatcl-local"].label          # 'AnatCL-L3', the paper's row label
+    method_ids()                           # ('simclr', 'l1', 'yaware', 'expw', 'anatcl-global', 'anatcl-local')
+
+A method's `objective` names the loss the engine computes (`pretrain.compute_loss`):
+"nt-xent" (SimCLR), "l1" (regression of standardised age), "yaware" and "expw" (the weighted contrastive
+loss with an RBF age kernel, `losses.weighted_contrastive_loss`), "anatcl" (the age term plus an
+anatomical term with `descriptor` "local" or "global", `losses.anatcl_loss`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+Objective = Literal["nt-xent", "l1", "yaware", "expw", "anatcl"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One pretraining method: our id, the paper's label, and what its loss reads."""
+
+    id: str
+    label: str                         # the paper's row label in Tables 2-5
+    objective: Objective
+    uses_age: bool                     # the loss reads the subjects' ages
+    descriptor: Optional[str] = None   # AnatCL's anatomical descriptor: "local" (Eq. 2) or "global" (Eq. 3)
+
+    @property
+    def uses_descriptors(self) -> bool:
+        """The loss reads the Desikan descriptors (AnatCL only)."""
+        return self.descriptor is not None
+
+    @property
+    def released(self) -> Optional[str]:
+        """The name of the authors' released weights for this method ("global"/"local"), or None."""
+        return self.descriptor
+
+
+#: In the paper's row order.
+METHODS: dict[str, Method] = {m.id: m for m in (
+    Method("simclr", "SimCLR", "nt-xent", uses_age=False),
+    Method("l1", "L1", "l1", uses_age=True),
+    Method("yaware", "y-Aware", "yaware", uses_age=True),
+    Method("expw", "ExpW", "expw", uses_age=True),
+    Method("anatcl-global", "AnatCL-G3", "anatcl", uses_age=True, descriptor="global"),
+    Method("anatcl-local", "AnatCL-L3", "anatcl", uses_age=True, descriptor="local"),
+)}
+
+#: Our method ids -> the paper's row labels, in the paper's row order.
+METHOD_LABELS: dict[str, str] = {m.id: m.label for m in METHODS.values()}
+
+#: The descriptors for which the authors released weights ("global", "local").
+RELEASED_DESCRIPTORS: tuple[str, ...] = tuple(m.released for m in METHODS.values() if m.released)
+
+
+def method_ids() -> tuple[str, ...]:
+    """Every method id, in the paper's row order."""
+    return tuple(METHODS)
+
+
+def get_method(method_id: str) -> Method:
+    """The registry entry of `method_id`; ValueError naming the known ids otherwise."""
+    if method_id not in METHODS:
+        raise ValueError(f"method: expected one of {method_ids()}, got {method_id!r}")
+    return METHODS[method_id]
+
+
+def label_of(method_id: str) -> str:
+    """The paper's label of a method id; an id the paper does not have is its own label."""
+    return METHOD_LABELS.get(method_id, method_id)
+
+
+def method_in_name(name: str) -> Optional[str]:
+    """The method id that `name` is or starts with (then '-' or '_'), the longest such; None if none.
+
+    'anatcl-local-fold0' -> 'anatcl-local'; 'yaware_seed1' -> 'yaware'; 'runs' -> None.
+    """
+    name = name.lower()
+    ids = [m for m in METHODS if name == m or name.startswith((f"{m}-", f"{m}_"))]
+    return max(ids, key=len) if ids else None

@@ -1,0 +1,304 @@
+"""Linear probes on frozen embeddings: the downstream protocol we use for the paper's section 4.
+
+A probe is `StandardScaler -> LogisticRegression(class_weight="balanced")` for classification or
+`StandardScaler -> Ridge` for regression, with C / alpha chosen on a log grid by an inner
+cross-validation that sees only the outer training rows. Outer folds are stratified at subject
+level (on the class, or on quantile bins of a continuous target); with `groups` no group is split
+across folds. Scores: balanced accuracy in %, MAE in the target's unit.
+
+Example::
+
+    result = cross_validate_probe(X, y, "classification")      # X [n, d], y [n]
+
+The paper's tasks run through these probes in `evaluation.py`; their tables are drawn by `report.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+
+#: Log grids for the inner search; embeddings are standardised first, so one grid serves every encoder.
+#: (The held-out age check of `age_probe` searches a finer ridge grid by exact leave-one-out: see its ALPHAS.)
+C_GRID: tuple[float, ...] = tuple(np.logspace(-4, 2, 7))
+ALPHA_GRID: tuple[float, ...] = tuple(np.logspace(-1, 5, 7))
+
+Splits = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Scores of one probe: one per outer test fold (all repeats), in % (balanced accuracy) or target units (MAE).
+
+    `best_params` holds the C or alpha the inner search chose for each outer fold; `class_counts` the
+    subjects per class (empty for regression); `note` says how the folds were set up and why.
+    """
+
+    metric: str
+    scores: tuple[float, ...]
+    n_samples: int
+    n_splits: int
+    n_repeats: int
+    class_counts: tuple[int, ...] = ()
+    best_params: tuple[float, ...] = ()
+    note: str = ""
+    evaluable: bool = True
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else float("nan")
+
+    @property
+    def std(self) -> float:
+        """Standard deviation over outer folds (ddof=0, as np.std); NaN with fewer than two folds."""
+        return float(np.std(self.scores)) if len(self.scores) > 1 else float("nan")
+
+
+def not_evaluable(metric: str, n_samples: int, reason: str, class_counts: tuple[int, ...] = ()) -> ProbeResult:
+    """A result that records why a task could not be scored, instead of dropping the task."""
+    return ProbeResult(metric, (), n_samples, 0, 0, class_counts, note=f"not evaluable: {reason}", evaluable=False)
+
+
+def metric_for(kind: str) -> str:
+    return {"classification": "balanced_accuracy", "regression": "mae"}[kind]
+
+
+def score(kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Balanced accuracy in % (classification) or mean absolute error in y's unit (regression)."""
+    if kind == "classification":
+        return 100.0 * balanced_accuracy_score(y_true, y_pred)
+    return float(mean_absolute_error(y_true, y_pred))
+
+
+def make_probe(kind: str, grid: Sequence[float] | None = None, cv: Any = 3, n_jobs: int | None = None,
+               ) -> GridSearchCV:
+    """Unfitted scaler + linear model whose C (classification) or alpha (regression) is chosen by `cv`.
+
+    Fitting the returned search on training rows fits the scaler inside every inner fold too, so no
+    statistic of a validation or test row ever reaches the model that scores it.
+    """
+    if kind == "classification":
+        model = LogisticRegression(class_weight="balanced", max_iter=5000)
+        grid, name, scoring = C_GRID if grid is None else grid, "model__C", "balanced_accuracy"
+    elif kind == "regression":
+        model = Ridge()
+        grid, name, scoring = ALPHA_GRID if grid is None else grid, "model__alpha", "neg_mean_absolute_error"
+    else:
+        raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", model)])
+    return GridSearchCV(pipeline, {name: list(grid)}, scoring=scoring, cv=cv, n_jobs=n_jobs, error_score="raise")
+
+
+def strata(y: np.ndarray, kind: str, n_splits: int) -> np.ndarray:
+    """Labels to stratify folds on: the class, or quantile bins of a continuous y (each bin >= 2 * n_splits rows).
+
+    Bins are cut on ranks, ties broken by row order, so scores with many tied values (IQ, ratings)
+    still give equal-sized bins.
+    """
+    if kind == "classification":
+        return np.asarray(y)
+    n_bins = int(np.clip(len(y) // (2 * n_splits), 1, 10))
+    ranks = pd.Series(np.asarray(y, dtype=np.float64)).rank(method="first").to_numpy() - 1
+    return (ranks * n_bins // len(y)).astype(np.int64)
+
+
+def cv_splits(y: np.ndarray, kind: str, n_splits: int, *, groups: np.ndarray | None = None, n_repeats: int = 1,
+              seed: int = 0) -> Splits:
+    """Stratified (train, test) row-index pairs: `n_repeats` shuffles of `n_splits` folds, deterministic in `seed`.
+
+    With `groups` ([n] labels, e.g. subject ids) every group falls in exactly one test fold per repeat.
+    """
+    labels = strata(y, kind, n_splits)
+    splits: Splits = []
+    for repeat in range(n_repeats):
+        if groups is None:
+            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed + repeat)
+        else:
+            splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed + repeat)
+        splits.extend(splitter.split(np.zeros(len(labels)), labels, groups))
+    return splits
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """How many folds and repeats a dataset can support, and the reasons, or why it cannot be scored."""
+
+    n_splits: int
+    n_repeats: int
+    notes: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def plan_folds(y: np.ndarray, kind: str, n_splits: int, n_repeats: int, *, groups: np.ndarray | None = None,
+               small_class_repeats: int = 10, min_per_test_fold: int = 4) -> FoldPlan:
+    """Adapt the requested folds to the data instead of failing or silently dropping the task.
+
+    Classification: with m subjects in the smallest class, use min(n_splits, m) folds (m < 2: not
+    evaluable); when a test fold would hold fewer than `min_per_test_fold` of them, balanced accuracy
+    moves in coarse steps from fold to fold, so repeat the split `small_class_repeats` times.
+    Regression: at most n // 2 folds; fewer than 4 subjects is not evaluable.
+    """
+    notes: list[str] = []
+    if kind == "classification":
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            return FoldPlan(0, 0, problem=f"only one class present ({classes.tolist()}, {len(y)} subjects)")
+        smallest = int(counts.min())
+        if smallest < 2:
+            return FoldPlan(0, 0, problem=f"class {classes[counts.argmin()].item()!r} has {smallest} subject; "
+                                          "cross-validation needs at least 2 per class")
+        capacity, unit = smallest, f"the smallest class has {smallest} subjects"
+    else:
+        if len(y) < 4:
+            return FoldPlan(0, 0, problem=f"{len(y)} subjects with a value; at least 4 are needed")
+        capacity, unit = len(y) // 2, f"{len(y)} subjects"
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
+            return FoldPlan(0, 0, problem=f"all subjects are in {n_groups} group")
+        if n_groups < capacity:
+            capacity, unit = n_groups, f"there are {n_groups} groups"
+    used = min(n_splits, capacity)
+    if used < n_splits:
+        notes.append(f"{unit}: {used} folds instead of {n_splits}")
+    repeats = n_repeats
+    if kind == "classification" and smallest < min_per_test_fold * used and small_class_repeats > n_repeats:
+        repeats = small_class_repeats
+        notes.append(f"smallest class has {smallest} subjects, fewer than {min_per_test_fold} per test fold: "
+                     f"{repeats} repeats of the {used}-fold split, std over all {used * repeats} folds")
+    return FoldPlan(used, repeats, tuple(notes))
+
+
+def _inner_cv(y: np.ndarray, kind: str, groups: np.ndarray | None, inner_splits: int, seed: int,
+              ) -> Splits | None:
+    """Inner splits of one outer training fold, or None when they cannot hold 2 rows of every class."""
+    plan = plan_folds(y, kind, inner_splits, 1, groups=groups, small_class_repeats=1)
+    if plan.problem or plan.n_splits < 2:
+        return None
+    return cv_splits(y, kind, plan.n_splits, groups=groups, seed=seed)
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | None = None,
+              grid: Sequence[float] | None = None, inner_splits: int = 3, seed: int = 0,
+              n_jobs: int | None = None) -> tuple[Any, float | None]:
+    """Fit the probe on training rows X [n, d], y [n]: (fitted estimator, C/alpha used, None if not searched).
+
+    A one-value grid is used as is. When the rows cannot support an inner split the probe is fitted
+    at the grid's geometric middle (and None is returned for the chosen value).
+    """
+    search = make_probe(kind, grid, n_jobs=n_jobs)
+    name, values = next(iter(search.param_grid.items()))
+    inner = _inner_cv(y, kind, groups, inner_splits, seed) if len(values) > 1 else None
+    # Hundreds of small fits: BLAS threads cost more than they give (10x on a busy 2-core machine);
+    # parallelism, when wanted, goes over grid points and folds through n_jobs instead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if inner is not None:
+            search.set_params(cv=inner).fit(X, y)
+            return search, float(search.best_params_[name])
+        fixed = float(np.exp(np.mean(np.log(values))))
+        estimator = search.estimator.set_params(**{name: fixed}).fit(X, y)
+        return estimator, (fixed if len(values) == 1 else None)
+
+
+def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.ndarray | None = None,
+                         n_splits: int = 5, seed: int = 0, *, n_repeats: int = 1, grid: Sequence[float] | None = None,
+                         inner_splits: int = 3, small_class_repeats: int = 10, min_per_test_fold: int = 4,
+                         n_jobs: int | None = None) -> ProbeResult:
+    """Nested cross-validation of a linear probe.
+
+    X: [n, d] features; y: [n] 0/1 labels or a continuous target; groups: optional [n] labels kept
+    whole within folds. Outer folds as planned by `plan_folds`; inside each outer training fold the
+    scaler and C/alpha are fitted by `inner_splits`-fold CV. Never raises for small classes: returns a
+    result with evaluable=False and the reason instead.
+
+    Args:
+        X: ``[n, d]`` features, one row per subject (e.g. frozen-encoder embeddings), any float dtype and unit:
+            the probe standardises them inside every fold.
+        y: ``[n]`` targets, row i for ``X[i]``: class labels (0/1 in the paper's tasks) for classification, or
+            a continuous target in its own unit (e.g. age in years) for regression.
+        kind: ``"classification"`` (logistic regression with balanced class weights, scored by balanced
+            accuracy in %) or ``"regression"`` (ridge, scored by mean absolute error in y's unit).
+        groups: optional ``[n]`` group labels (e.g. subject ids when a subject has several rows); no group is
+            split across folds, outer or inner. Default None: every row stands alone.
+        n_splits: outer folds asked for (default 5). Fewer are used when the data cannot support them (the
+            smallest class's subjects, the number of groups, or n // 2 for regression); the result's
+            ``note`` says so.
+        seed: seed of the shuffles (default 0): repeat r of the outer split uses ``seed + r``, the inner
+            splits of outer fold k use ``seed + k``. Same seed, same folds, same scores.
+        n_repeats: times the outer split is drawn, each with a new shuffle (default 1); every test fold of
+            every repeat is scored.
+        grid: the values of C (classification) or alpha (regression) searched by the inner CV; default None
+            means ``C_GRID`` or ``ALPHA_GRID`` (7 log-spaced values each). A one-value grid is used as is,
+            without a search.
+        inner_splits: folds of the inner search within each outer training fold (default 3); when the
+            training rows cannot support two, the probe is fitted at the grid's geometric middle.
+        small_class_repeats: for classification, the repeats used instead of ``n_repeats`` (when larger)
+            if a test fold would hold fewer than ``min_per_test_fold`` subjects of the smallest class
+            (default 10).
+        min_per_test_fold: subjects of the smallest class per outer test fold below which the split is
+            repeated ``small_class_repeats`` times (default 4).
+        n_jobs: parallel jobs of the inner grid search, in scikit-learn's sense (default None: one;
+            -1: all cores). Each fit runs with single-threaded BLAS either way.
+
+    Returns:
+        ProbeResult: ``scores`` holds one score per scored outer test fold (all repeats; a grouped test
+        fold left with a single class is not scored and the ``note`` counts it), ``best_params`` the C or
+        alpha used in each fold (NaN where no inner search could run), ``class_counts`` the subjects per
+        class (empty for regression) and ``note`` how the folds were set up. Data that cannot be
+        cross-validated (one class, a class with one subject, fewer than 4 regression targets, a single
+        group) give ``evaluable=False``, no scores, and the reason in ``note``.
+
+    Raises:
+        ValueError: X is not 2-D, or X and y differ in length.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"expected X [n, d] and y [n]; got {list(X.shape)} and {list(y.shape)}")
+    if groups is not None:
+        groups = np.asarray(groups)
+    metric = metric_for(kind)
+    counts = tuple(int(c) for c in np.unique(y, return_counts=True)[1]) if kind == "classification" else ()
+    plan = plan_folds(y, kind, n_splits, n_repeats, groups=groups, small_class_repeats=small_class_repeats,
+                      min_per_test_fold=min_per_test_fold)
+    if plan.problem:
+        return not_evaluable(metric, len(y), plan.problem, counts)
+    scores, params, one_class_folds = [], [], 0
+    for fold, (train, test) in enumerate(cv_splits(y, kind, plan.n_splits, groups=groups,
+                                                   n_repeats=plan.n_repeats, seed=seed)):
+        if kind == "classification" and len(np.unique(y[test])) < 2:
+            one_class_folds += 1            # balanced accuracy is undefined there; only grouped folds can do this
+            continue
+        estimator, chosen = fit_probe(X[train], y[train], kind, groups=None if groups is None else groups[train],
+                                      grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs)
+        scores.append(score(kind, y[test], estimator.predict(X[test])))
+        params.append(np.nan if chosen is None else chosen)
+    notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits)
+    if one_class_folds:
+        notes.append(f"{one_class_folds} test fold(s) held a single class and were not scored")
+    return ProbeResult(metric, tuple(scores), len(y), plan.n_splits, plan.n_repeats, counts, tuple(params),
+                       "; ".join(notes))
+
+
+def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int) -> list[str]:
+    """Say how C/alpha was chosen, and flag choices at the grid's edge (the grid may be too narrow)."""
+    name = "C" if kind == "classification" else "alpha"
+    values = np.asarray((C_GRID if kind == "classification" else ALPHA_GRID) if grid is None else grid)
+    chosen = np.asarray(params, dtype=np.float64)
+    notes = ([f"{name} by inner {inner_splits}-fold CV over {len(values)} values"] if len(values) > 1
+             else [f"fixed {name} = {values[0]:g}"])
+    unsearched = int(np.isnan(chosen).sum())
+    if unsearched:
+        notes.append(f"{unsearched} fold(s) too small for an inner split: fixed {name}")
+    at_edge = int(np.isin(chosen, [values.min(), values.max()]).sum())
+    if at_edge and len(values) > 2:
+        notes.append(f"{name} at the grid edge in {at_edge}/{len(chosen)} folds")
+    return notes

@@ -1,0 +1,243 @@
+"""Probe results beside the paper's: its tables, the score figure and the best-method summary of chapters 5-8.
+
+Example::
+
+    results = evaluate_methods(data_root, output_dir, tasks_for(2), methods)   # evaluation.RESULT_COLUMNS
+    paper_table(2, results)                            # the paper's Table 2 with our cells and the differences
+    fig = plot_scores(results, tasks_for(2), 2)        # one panel per task: this run (dots) and the paper (crosses)
+    best = best_methods(results, tasks_for(2), 2)      # one row per task: best method here and in the paper
+    print(best_methods_markdown(best))
+
+Scores are balanced accuracy in % (higher is better) or mean absolute error in the target's unit (lower is
+better). Our value for a (method, task) is `summarise`'s: the run's mean and SD over cross-validation
+folds (over checkpoints when there are several pretraining folds), on OpenBHB's internal test split;
+methods carry the paper's labels (`methods.METHOD_LABELS`) and are drawn in that dict's order.
+matplotlib is imported by the plotting function only, so the tables work without it.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from anatcl_core.methods import METHOD_LABELS, label_of
+from anatcl_core.tasks import SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Columns of an `evaluate_tasks` frame (evaluation.RESULT_COLUMNS) that this module reads.
+NEEDED_COLUMNS = ("method", "task", "metric", "evaluation", "score", "std", "evaluable")
+
+#: Columns of `best_methods`' frame.
+BEST_COLUMNS = ("task", "metric", "best_here", "score_here", "best_paper", "score_paper", "spread", "typical_sd",
+                "note")
+
+
+def _specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
+    return [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in tasks]
+
+
+def summarise(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """Per (method, task): mean and std of the scores, as the paper's cells are.
+
+    With several pretraining folds (checkpoints) of a method, mean and std are over their scores (the
+    paper's 5 folds); with a single one, they are that run's mean and std over its CV folds.
+    OpenBHB tasks use the `openbhb_split` test split. Columns: method, task, metric, mean, std, runs, spread.
+    """
+    kept = results[results["evaluable"].astype(bool)
+                   & results["evaluation"].isin(["cv", openbhb_split])]
+
+    def one(group: pd.DataFrame) -> pd.Series:
+        if len(group) > 1:
+            return pd.Series({"mean": group["score"].mean(), "std": group["score"].std(ddof=0),
+                              "runs": len(group), "spread": "checkpoints"})
+        only = group.iloc[0]
+        return pd.Series({"mean": only["score"], "std": only["std"], "runs": 1,
+                          "spread": "test split" if only["evaluation"] != "cv" else "cv folds"})
+
+    if kept.empty:
+        return pd.DataFrame(columns=["method", "task", "metric", "mean", "std", "runs", "spread"])
+    return (kept.groupby(["method", "task", "metric"], sort=False)[["score", "std", "evaluation"]]
+            .apply(one).reset_index())
+
+
+def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """This run's score per (method, task) with the paper's method labels, scored rows only.
+
+    Columns as `summarise`: method (paper label, or our id when the paper has none), task, metric,
+    mean and std (% or the target's unit), runs, spread. Raises ValueError naming any column of
+    NEEDED_COLUMNS that `results` lacks.
+    """
+    missing = [c for c in NEEDED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack column(s) {missing}; expected an evaluation.evaluate_tasks frame with "
+                         f"columns {list(NEEDED_COLUMNS)}")
+    summary = summarise(results, openbhb_split)
+    summary["method"] = summary["method"].map(label_of)
+    # An evaluable task whose every test fold was skipped (one class only) has no mean: nothing to rank.
+    return summary.dropna(subset=["mean"])
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _lookup(frame: pd.DataFrame, method: str, task: str) -> pd.Series | None:
+    """The (method, task) row of a frame indexed by both, or None."""
+    return frame.loc[(method, task)] if (method, task) in frame.index else None
+
+
+def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: str = "internal_test",
+                digits: int = 2) -> pd.DataFrame:
+    """The paper's Table 2, 3, 4 or 5 as a DataFrame of "mean ± std" strings.
+
+    Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper.
+    Columns: (dataset, task label) as in the paper's header; with `ours` (an `evaluate_tasks` frame)
+    each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's). Labels marked
+    † are values the paper prints under a heading they do not seem to match (see `.attrs["footnotes"]`).
+    """
+    specs = tasks_for(table)
+    if not specs:
+        raise ValueError(f"paper_table: table must be 2, 3, 4 or 5, got {table!r}")
+    paper = paper_results().query("table == @table").set_index(["method", "task"])
+    summary = None if ours is None else ours_by_method(ours, openbhb_split).set_index(["method", "task"])
+    methods = list(METHOD_LABELS.values())
+    if summary is not None:
+        methods += [m for m in summary.index.get_level_values("method").unique() if m not in methods]
+    columns: dict[tuple[str, ...], list[str]] = {}
+    for task in specs:
+        head = (task.group, task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else ""))
+        for method in methods:
+            theirs = _lookup(paper, method, task.id)
+            paper_cell = "—" if theirs is None else _cell(theirs["mean"], theirs["std"], digits)
+            if summary is None:
+                columns.setdefault(head, []).append(paper_cell)
+                continue
+            mine = _lookup(summary, method, task.id)
+            diff = np.nan if mine is None or theirs is None else mine["mean"] - theirs["mean"]
+            columns.setdefault(head + ("paper",), []).append(paper_cell)
+            columns.setdefault(head + ("ours",), []).append("—" if mine is None else
+                                                             _cell(mine["mean"], mine["std"], digits))
+            columns.setdefault(head + ("Δ",), []).append("—" if pd.isna(diff) else f"{diff:+.{digits}f}")
+    frame = pd.DataFrame(columns, index=pd.Index(methods, name="method"))
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    frame.attrs["footnotes"] = [f"† {task}: {why}" for task, why in SUSPECT_PAPER_VALUES.items()
+                                if any(t.id == task for t in specs)]
+    if table == 2 and ours is not None:
+        frame.attrs["footnotes"].append(f"our OpenBHB scores are on its {openbhb_split} split")
+    return frame
+
+
+def _paper(table: int) -> pd.DataFrame:
+    """The paper's cells of Table `table`: columns table, method (paper label), task, metric, mean, std."""
+    return paper_results().query("table == @table")
+
+
+def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: int, *,
+                openbhb_split: str = "internal_test") -> Figure:
+    """One panel per task: this run's mean ± one SD (dots, error bars) and the paper's mean (crosses).
+
+    results: an evaluation.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
+    paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order (methods the paper
+    lacks are not drawn); y: the task's metric, balanced accuracy in % or MAE in the target's unit.
+    """
+    import matplotlib.pyplot as plt
+
+    specs = _specs(tasks)
+    if not specs:
+        raise ValueError("plot_scores: no tasks to plot")
+    ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
+    order = list(METHOD_LABELS.values())
+    x = np.arange(len(order))
+    fig, axes = plt.subplots(1, len(specs), figsize=(2.6 * len(specs), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], specs):
+        mine = ours[ours["task"] == task.id].set_index("method").reindex(order)
+        paper = theirs[theirs["task"] == task.id].set_index("method").reindex(order)
+        ax.errorbar(x, mine["mean"], yerr=mine["std"], fmt="o", color="C0", label="this run")
+        ax.plot(x, paper["mean"], "x", color="C3", markersize=8, label="paper")
+        ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
+        ax.set_title(task.id.split("/")[1], fontsize=9)
+        ax.set_ylabel(task.metric)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def method_ranks(frame: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> pd.DataFrame:
+    """Rank of each method within each task, 1 = best (highest balanced accuracy, lowest MAE; ties share).
+
+    frame: one row per (method label, task) with a `mean` column, e.g. `ours_by_method(results)` or the
+    paper's cells (`tasks.paper_results()`). Returns [task x method] in the order of `tasks` and of
+    METHOD_LABELS; NaN where a method has no score for a task.
+    """
+    specs = _specs(tasks)
+    wide = frame.pivot_table(index="task", columns="method", values="mean").reindex(
+        index=[t.id for t in specs], columns=list(METHOD_LABELS.values()))
+    lower_is_better = {t.id for t in specs if t.kind == "regression"}
+    signed = wide.apply(lambda row: row if row.name in lower_is_better else -row, axis=1)
+    return signed.rank(axis=1, method="min")
+
+
+def _best(frame: pd.DataFrame, kind: str) -> pd.Series | None:
+    """The row of `frame` with the best `mean` (lowest MAE, highest balanced accuracy), None if none is scored."""
+    scored = frame.dropna(subset=["mean"])
+    if scored.empty:
+        return None
+    return scored.loc[scored["mean"].idxmin() if kind == "regression" else scored["mean"].idxmax()]
+
+
+def _why_not_scored(results: pd.DataFrame, task_id: str) -> str:
+    """'not evaluable in this run', with the probes' reasons (e.g. a class too small) when they gave any."""
+    notes = results.loc[(results["task"] == task_id) & ~results["evaluable"].astype(bool), "note"]
+    reasons = [str(n).removeprefix("not evaluable: ") for n in notes.dropna().unique() if str(n)]
+    return "not evaluable in this run" + (f": {'; '.join(reasons)}" if reasons else "")
+
+
+def _task_row(task: TaskSpec, mine: pd.DataFrame, paper: pd.DataFrame, results: pd.DataFrame) -> dict:
+    here, there = _best(mine, task.kind), _best(paper, task.kind)
+    row = {"task": task.id, "metric": task.metric,
+           "best_paper": np.nan if there is None else there["method"],
+           "score_paper": np.nan if there is None else there["mean"]}
+    if here is None:
+        return {**row, "best_here": np.nan, "score_here": np.nan, "spread": np.nan, "typical_sd": np.nan,
+                "note": _why_not_scored(results, task.id)}
+    # Spread and typical SD side by side say whether the ranking means anything: a spread below one SD does not.
+    return {**row, "best_here": here["method"], "score_here": here["mean"],
+            "spread": mine["mean"].max() - mine["mean"].min(), "typical_sd": mine["std"].median(), "note": ""}
+
+
+def best_methods(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: int, *,
+                 openbhb_split: str = "internal_test") -> pd.DataFrame:
+    """Per task, the best method of this run and of the paper's Table `table`, and how far apart methods are.
+
+    One row per task, in the order of `tasks`; columns (BEST_COLUMNS): task, metric ("balanced_accuracy"
+    in %, "mae" in the target's unit), best_here and score_here (this run's best method label and its
+    score), best_paper and score_paper (the same in the paper), spread (best minus worst of this run's
+    methods, absolute, same unit), typical_sd (median over methods of the SD over folds, same unit), note.
+    A task with no evaluable score here has NaN in best_here, score_here, spread and typical_sd and says why
+    in note; a task the paper does not report has NaN in best_paper and score_paper.
+    """
+    ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
+    rows = [_task_row(task, ours[ours["task"] == task.id], theirs[theirs["task"] == task.id], results)
+            for task in _specs(tasks)]
+    return pd.DataFrame(rows, columns=list(BEST_COLUMNS))
+
+
+def _markdown_line(row: pd.Series) -> str:
+    if pd.isna(row["score_here"]):
+        return f"- **{row['task']}**: not evaluable in this run."
+    paper = ("not in the paper" if pd.isna(row["score_paper"])
+             else f"best in the paper {row['best_paper']} ({row['score_paper']:.2f})")
+    return (f"- **{row['task']}**: best here {row['best_here']} ({row['score_here']:.2f}); {paper}; "
+            f"spread between our methods {row['spread']:.2f}, typical SD over folds {row['typical_sd']:.2f}.")
+
+
+def best_methods_markdown(frame: pd.DataFrame) -> str:
+    """A `best_methods` frame as a Markdown bullet list, one line per task, scores to 2 decimals."""
+    return "\n".join(_markdown_line(row) for _, row in frame.iterrows())
