@@ -4,8 +4,10 @@ The chapters in `book/` are MyST Markdown notebooks (text, so they diff and revi
 reads them), committed without outputs. Each run copies the book sources into `<build>/source/`, turns each
 chapter into an `.ipynb` there (papermill executes only `.ipynb`), executes them in `_toc.yml` order (so
 pretraining runs before the chapters that read its checkpoints) with the chapter's parameters injected,
-then renders `<build>/html` with execution off. A failing cell stops the build and names the chapter and the cell. The chapters' kernels run
-with the CPU caps of `anatcl_core.precision.REPRODUCIBLE_CPU_ENV`, so AVX2 and AVX-512 machines compute alike.
+then renders `<build>/html` with execution off. A failing cell stops the build and names the chapter and the
+cell. The chapters' kernels run with the CPU caps of `anatcl_core.precision.REPRODUCIBLE_CPU_ENV`, so AVX2 and
+AVX-512 machines compute alike. A parameters file is checked against the chapters' parameter cells before any
+work, and the build folder is refused when it holds folders `anatcl book` did not make.
 """
 from __future__ import annotations
 
@@ -49,10 +51,55 @@ def load_params(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: book parameters file not found; expected a YAML file or one of the "
                                 f"presets {', '.join(PRESETS)}")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(params, dict) or not isinstance(params.get("common", {}), dict):
         raise ValueError(f"{path}: expected a mapping with a 'common' mapping of parameters")
+    check_params(params, path)
     return params
+
+
+def chapter_parameters(root: Path | None = None) -> dict[str, set[str]]:
+    """{chapter name: names its `parameters` cell assigns}, read from the book's MyST sources."""
+    import ast
+
+    import jupytext
+
+    found = {}
+    for chapter in sorted(((root or source_root()) / "book").glob("*.md")):
+        if is_notebook_source(chapter):
+            cell = next(c for c in jupytext.read(chapter).cells if "parameters" in c.metadata.get("tags", []))
+            found[chapter.stem] = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                                   for t in node.targets if isinstance(t, ast.Name)}
+    return found
+
+
+def check_params(params: dict, path: Path) -> None:
+    """Refuse, before any work, what papermill would only warn about: an unknown key, chapter or parameter (a
+    typo would silently run with the chapter's default), and a missing data_root or output_dir."""
+    unknown = set(params) - {"common", "chapters", "build_dir"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected common, chapters, build_dir")
+    chapters = params.get("chapters") or {}
+    if not isinstance(chapters, dict) or not all(isinstance(v, (dict, type(None))) for v in chapters.values()):
+        raise ValueError(f"{path}: field 'chapters' must map chapter names to mappings of parameters")
+    cells = chapter_parameters()
+    missing = [k for k in PATH_PARAMS if k not in params.get("common", {})]
+    if missing:
+        raise ValueError(f"{path}: field 'common' lacks {missing}; every chapter reads and writes there")
+    for name, chapter in chapters.items():
+        if name not in cells:
+            raise ValueError(f"{path}: chapters.{name}: no such chapter; expected one of {sorted(cells)}")
+        extra = set(chapter or {}) - cells[name]
+        if extra:
+            raise ValueError(f"{path}: chapters.{name}: unknown parameter(s) {sorted(extra)}; the chapter has "
+                             f"{sorted(cells[name])}")
+    for key in params.get("common", {}):
+        lacking = [name for name, names in cells.items() if key not in names]
+        if lacking:
+            raise ValueError(f"{path}: common.{key}: not a parameter of {lacking}; put it under chapters.<name>")
 
 
 def chapter_order(toc_path: Path) -> list[str]:
@@ -109,7 +156,7 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
     """Execute all chapters with the given parameters and render HTML; returns the html folder."""
     params = load_params(params_file)
     apply_reproducible_cpu_env()       # the chapters' kernels compute alike on AVX2 and AVX-512 CPUs
-    build_dir = Path(build_dir or params.get("build_dir", "_build")).resolve()      # relative to where we run
+    build_dir = claim_build_dir(Path(build_dir or params.get("build_dir", "_build")).resolve())
     source, origin = build_dir / "source", source_root()
     if source.exists():
         shutil.rmtree(source)
@@ -127,8 +174,9 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
             common[key] = str(Path(common[key]).expanduser().resolve())
     timings = build_dir / "timings.csv"
     timings.write_text("step,seconds,status\n")
-    with _timed(timings, "synthetic data"):
-        prepare_data(common)
+    if common.get("data_source", "synthetic") == "synthetic":
+        with _timed(timings, "synthetic data"):
+            prepare_data(common)
     for entry in chapter_order(source / "_toc.yml"):
         notebook = source / f"{entry}.ipynb"
         if notebook.exists():
@@ -144,7 +192,38 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
     if html.exists():
         shutil.rmtree(html)
     shutil.move(render / "_build" / "html", html)
+    for download in (html / "_sources").rglob("*.ipynb"):
+        drop_injected_parameters(download)
     return html
+
+
+BUILD_MARKER = ".anatcl-book-build"
+
+
+def claim_build_dir(build_dir: Path) -> Path:
+    """The build folder, refused if it holds a `source/`, `html/` or `render/` that `anatcl book` did not make:
+    a build replaces those, and must never delete a user's folders of the same name."""
+    timings = build_dir / "timings.csv"
+    ours = (build_dir / BUILD_MARKER).exists() or (       # or a build from before the marker existed
+        timings.is_file() and timings.read_text()[:13] == "step,seconds,")
+    theirs = [name for name in ("source", "html", "render", "timings.csv") if (build_dir / name).exists()]
+    if theirs and not ours:
+        raise ValueError(f"--build-dir {build_dir}: holds {', '.join(theirs)} that anatcl book did not make and "
+                         "would replace; choose an empty folder or an earlier build's")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / BUILD_MARKER).write_text("made by anatcl book: source/, render/, html/ and timings.csv here "
+                                          "are replaced by the next build\n")
+    return build_dir
+
+
+def drop_injected_parameters(notebook: Path) -> None:
+    """Remove papermill's injected cell from a page's downloadable notebook: it holds this machine's absolute
+    paths, while the chapter's own parameters cell works anywhere (the page still shows what was injected)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.write(nb, notebook)
 
 
 @contextlib.contextmanager
@@ -181,6 +260,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    lacking = [m for m in ("papermill", "jupytext", "jupyter_book", "nbformat") if importlib.util.find_spec(m) is None]
+    if lacking:
+        raise ValueError(f"the book needs the package's book extra ({', '.join(lacking)} missing): "
+                         "pip install 'anatcl-core[book]'")
     try:
         html = build(args.params, args.build_dir)
     except ChapterFailed as err:

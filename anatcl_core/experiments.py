@@ -47,6 +47,21 @@ def pretrain_methods(data_root: str | Path, output_dir: str | Path, methods=meth
     return checkpoints
 
 
+def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
+                    **overrides) -> dict[str, Path]:
+    """The encoders a table chapter needs: each run's checkpoint as it is when one exists (whatever settings
+    trained it: the pretraining chapter's, or a batch's), else pretrained now with `overrides`.
+
+    So a chapter run alone in a fresh runtime trains what it needs, and one run after the pretraining chapter
+    reuses its encoders without retraining or comparing settings. Returns {method: checkpoint}.
+    """
+    found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in methods}
+    missing = [m for m, path in found.items() if not path.exists()]
+    if missing:
+        found.update(pretrain_methods(data_root, output_dir, missing, fold, **overrides))
+    return found
+
+
 def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]:
     """The cohorts of `names` that exist under `data_root`."""
     return {n: Cohort.open(Path(data_root) / n) for n in names if (Path(data_root) / n / "meta.json").exists()}

@@ -89,6 +89,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     device = resolve_device(cfg.device)
     cohort = Cohort.open(cfg.cohort)             # a bad cohort is refused before the run folder is touched
+    check_run_inputs(cfg, cohort)
     fingerprint = cohort.fingerprint()
     out = check_writable_folder(cfg.out, "--out")
     with run_folder_lock(out) if rank == 0 else contextlib.nullcontext():
@@ -97,6 +98,20 @@ def pretrain(cfg: PretrainConfig) -> Path:
         if removed:
             log.info("removed from %s: %s", out, ", ".join(removed))
         return _train(cfg, out, cohort, fingerprint, device, rank, world)
+
+
+def check_run_inputs(cfg: PretrainConfig, cohort: Cohort) -> None:
+    """What can be refused before the run folder is written: an --out inside the data folder (which is only
+    read), and folds or a batch that the cohort's training rows cannot fill."""
+    out, data = Path(cfg.out).resolve(), Path(cfg.cohort).resolve()
+    if out == data or data in out.parents:
+        raise ValueError(f"--out {out}: inside the cohort folder {data}, which pretraining only reads; "
+                         "choose a run folder elsewhere")
+    folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed)
+    n_rows = len(training_rows(cohort.participants, folds, cfg.fold))
+    if n_rows < cfg.batch_size:
+        raise ValueError(f"--batch-size {cfg.batch_size}: fold {cfg.fold} leaves {n_rows} training subjects in "
+                         f"{cfg.cohort}; expected a batch size of at most {n_rows}")
 
 
 def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, device: torch.device, rank: int,

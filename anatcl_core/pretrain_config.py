@@ -44,7 +44,7 @@ class PretrainConfig:
     cohort: str = field(metadata={
         "help": "cohort folder to pretrain on (its training split; layout: data_recipes/README.md)"})
     method: str = field(metadata={"help": "one of the six methods of the paper (anatcl_core.methods)"})
-    out: str = field(metadata={"help": "run folder: checkpoint.pth, config.json, metrics.csv, train.log"})
+    out: str = field(metadata={"help": "run folder: checkpoint.pth, config.json, metrics.csv, folds.tsv, train.log"})
     arch: str = _option("resnet18", "encoder architecture (the paper: resnet18)")
     width: int = _option(64, "stem channels; 64 is the paper's ResNet-18, narrower ones are for CPU runs")
     feat_dim: int = _option(128, "size of the projection the contrastive loss sees")

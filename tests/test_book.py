@@ -197,3 +197,45 @@ print(len(names))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) >= 30
+
+
+@pytest.mark.parametrize("text, message", [
+    ("foo: [\n", "not valid YAML"),
+    ("common: {data_root: d, output_dir: o, n_subject: 3}\n", r"common\.n_subject: not a parameter of"),
+    ("common: {data_root: d, output_dir: o}\nchapters: {04_pretrain: {width: 3}}\n",
+     r"chapters\.04_pretrain: no such chapter"),
+    ("common: {data_root: d, output_dir: o}\nchapters: {04_pretraining: {widht: 3}}\n",
+     r"chapters\.04_pretraining: unknown parameter\(s\) \['widht'\]"),
+    ("common: {data_root: d}\n", r"lacks \['output_dir'\]"),
+    ("chapters: [x]\ncommon: {data_root: d, output_dir: o}\n", "'chapters' must map chapter names"),
+    ("common: {data_root: d, output_dir: o}\nbuild: x\n", r"unknown key\(s\) \['build'\]"),
+])
+def test_a_params_file_with_a_typo_is_refused_before_any_work(tmp_path, text, message):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_the_presets_load_by_name_and_the_build_folder_protects_what_it_did_not_make(tmp_path):
+    from anatcl_core.book import claim_build_dir
+    assert load_params("ci")["common"]["n_subjects"] == 40
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds source that anatcl book did not make"):
+        claim_build_dir(tmp_path)
+    assert (tmp_path / "source" / "keep.txt").read_text() == "mine"
+    assert claim_build_dir(tmp_path / "fresh") == tmp_path / "fresh"
+    (tmp_path / "fresh" / "html").mkdir()
+    assert claim_build_dir(tmp_path / "fresh") == tmp_path / "fresh"      # its own earlier build: fine
+
+
+def test_downloadable_notebooks_lose_the_injected_absolute_paths(tmp_path):
+    from anatcl_core.book import drop_injected_parameters
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('data_root = "../_build/data"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('data_root = "/work/main/_build/data"', metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(data_root)")])
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    drop_injected_parameters(tmp_path / "page.ipynb")
+    kept = nbformat.read(tmp_path / "page.ipynb", as_version=4)
+    assert [c.source for c in kept.cells] == ['data_root = "../_build/data"', "print(data_root)"]

@@ -81,10 +81,34 @@ def test_two_jobs_starting_together_on_a_fresh_root_both_succeed_with_the_same_d
     assert [job.returncode for job in jobs] == [0, 0], outcomes
     reports = "".join(out for out, _ in outcomes)
     for name in ("openbhb", "adni", "oasis3", "schizconnect", "abide1"):   # written once, skipped once
-        assert reports.count(f"{name}: written to") == 1 and reports.count(f"{name}: exists, skipped") == 1
+        assert reports.count(f"{name}: written to") == 1 and reports.count(f"{name}: exists with these parameters, kept") == 1
     alone = tmp_path / "alone"
     subprocess.run(command[:5] + [str(alone)] + command[6:], check=True, capture_output=True)
     for name in ("openbhb", "abide1"):
         np.testing.assert_array_equal(Cohort.open(tmp_path / "shared" / name).volumes,
                                       Cohort.open(alone / name).volumes)
     assert not list((tmp_path / "shared").glob(".*partial*"))
+
+
+def test_a_mismatched_or_foreign_root_is_refused_before_anything_is_generated(tmp_path):
+    from anatcl_core.data.synthetic import write_synthetic_cohort
+    write_synthetic_cohort(tmp_path / "a", "adni", 6, progress=False)
+    with pytest.raises(ValueError, match="adni/meta.json: this cohort was generated with n_subjects 6"):
+        ensure_synthetic_data(tmp_path / "a", 7, 3.0, 0, progress=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adni"]      # nothing else generated
+    (tmp_path / "b" / "oasis3").mkdir(parents=True)
+    with pytest.raises(ValueError, match="oasis3: exists but is not a cohort"):
+        ensure_synthetic_data(tmp_path / "b", 6, 3.0, 0, progress=False)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["oasis3"]
+
+
+def test_a_run_folder_inside_the_data_or_a_batch_too_large_is_refused_before_writing(tmp_path):
+    cohort = make_tiny_cohort(tmp_path / "cohort", n=12)
+    inside = tmp_path / "cohort" / "run"
+    with pytest.raises(ValueError, match="inside the cohort folder"):
+        pretrain(PretrainConfig(cohort=str(cohort.path), method="simclr", out=str(inside), progress=False))
+    assert not inside.exists()
+    with pytest.raises(ValueError, match=r"--batch-size 32: fold 0 leaves \d+ training subjects"):
+        pretrain(PretrainConfig(cohort=str(cohort.path), method="simclr", out=str(tmp_path / "run"),
+                                progress=False))
+    assert not (tmp_path / "run").exists()

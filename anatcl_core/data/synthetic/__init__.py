@@ -56,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
                                       args.seed, tuple(args.cohorts), args.overwrite, args.dtype,
                                       progress=not args.quiet)
     for name, path in written.items():
-        print(f"{name}: {'written to ' + str(path) if path else 'exists, skipped (use --overwrite)'}")
+        print(f"{name}: {'written to ' + str(path) if path else 'exists with these parameters, kept'}")
     return 0

@@ -143,8 +143,7 @@ def write_synthetic_cohort(root: str | Path, name: str, n_subjects: int, voxel_s
     stays bounded by one volume plus the templates whatever N.
     """
     path = Path(root) / name
-    if path.exists() and not overwrite:
-        _refuse_other_generator_version(path)
+    if not overwrite and check_existing_cohort(path, n_subjects, voxel_size, seed):
         return None
     spec = COHORTS[name]
     tables = simulate_tables(name, n_subjects, seed, spec)
@@ -168,40 +167,54 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown:
         raise KeyError(f"unknown cohort(s) {unknown}; known: {list(COHORTS)}")
-    if not overwrite and all((Path(root) / name / "meta.json").exists() for name in cohorts):
-        for name in cohorts:                      # all there: nothing to write, so a read-only root is fine
-            _refuse_other_generator_version(Path(root) / name)
-        return dict.fromkeys(cohorts)
+    sizes = {name: COHORTS[name].paper_n if n_subjects is None else n_subjects for name in cohorts}
+    if not overwrite and all(check_existing_cohort(Path(root) / name, sizes[name], voxel_size, seed)
+                             for name in cohorts):
+        return dict.fromkeys(cohorts)         # all there: nothing to write, so a read-only root is fine
     Path(root).mkdir(parents=True, exist_ok=True)
     # one writer per root: two jobs started together on a fresh data_root (papermill, a cluster array) would
     # otherwise both generate, and the second would find the first's cohort appearing under it
     with FileLock(Path(root) / ".anatcl-synth.lock"):
-        return {name: write_synthetic_cohort(root, name, COHORTS[name].paper_n if n_subjects is None else n_subjects,
-                                             voxel_size, seed, overwrite, dtype, progress)
+        return {name: write_synthetic_cohort(root, name, sizes[name], voxel_size, seed, overwrite, dtype, progress)
                 for name in cohorts}
+
+
+def check_existing_cohort(path: Path, n_subjects: int | None, voxel_size: float, seed: int) -> bool:
+    """Whether a synthetic cohort made with these parameters is at `path` (False: nothing there).
+
+    A folder that is not a cohort, or a synthetic cohort made with another n_subjects (None: the paper's size),
+    voxel size or seed, is a CohortError naming the file and the field: a changed parameter must never read
+    old data silently. Real or imported cohorts (another generator) are not ours to check.
+    """
+    if not path.exists():
+        return False
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise CohortError(f"{path}: exists but is not a cohort (no meta.json); move it away or choose another root")
+    _refuse_other_generator_version(path)
+    meta = json.loads(meta_path.read_text())
+    made = meta.get("provenance", {})
+    if made.get("generator") != GENERATOR:
+        return True
+    wanted = {"n_subjects": COHORTS[path.name].paper_n if n_subjects is None else n_subjects,
+              "resolution": float(voxel_size), "seed": seed}
+    found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"), "seed": made.get("seed")}
+    for field, value in wanted.items():
+        if found[field] != value:
+            raise CohortError(f"{meta_path}: this cohort was generated with {field} {found[field]!r}, the "
+                              f"parameters ask for {value!r}; use another data_root (or --overwrite, or delete "
+                              f"{path})")
+    return True
 
 
 def ensure_synthetic_data(data_root: str | Path, n_subjects: int = DEFAULT_N_SUBJECTS,
                           resolution: float = DEFAULT_VOXEL_SIZE, seed: int = 0, progress: bool = True) -> Path:
     """Generate the five synthetic cohorts under `data_root` unless they exist; returns `data_root`.
 
-    What the book's chapters call first. An existing cohort is kept only if it was made with the same
-    (n_subjects, resolution, seed); otherwise a CohortError names the field, so a changed parameter never
-    silently reads old data. Give each (n_subjects, resolution, seed) its own `data_root`.
+    What the book's chapters call first. Existing cohorts are checked before anything is generated
+    (`check_existing_cohort`), so a root made with other parameters is refused at once, untouched.
     """
-    write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress)
     for name in COHORTS:
-        meta_path = Path(data_root) / name / "meta.json"
-        meta = json.loads(meta_path.read_text())
-        made = meta.get("provenance", {})
-        if made.get("generator") != GENERATOR:
-            continue                        # real or imported data under this root: not ours to check
-        found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"),
-                 "seed": made.get("seed")}
-        wanted = {"n_subjects": n_subjects, "resolution": float(resolution), "seed": seed}
-        for field, value in wanted.items():
-            if found[field] != value:
-                raise CohortError(f"{meta_path}: this cohort was generated with {field} {found[field]!r}, the "
-                                  f"parameters ask for {value!r}; use another data_root for these parameters "
-                                  f"(or delete {meta_path.parent})")
+        check_existing_cohort(Path(data_root) / name, n_subjects, resolution, seed)
+    write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress)
     return Path(data_root)
