@@ -223,6 +223,7 @@ def drop_injected_parameters(notebook: Path) -> None:
 
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.metadata.pop("papermill", None)           # papermill's record of the same paths
     nbformat.write(nb, notebook)
 
 

@@ -235,7 +235,9 @@ def test_downloadable_notebooks_lose_the_injected_absolute_paths(tmp_path):
         nbformat.v4.new_code_cell('data_root = "../_build/data"', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell('data_root = "/work/main/_build/data"', metadata={"tags": ["injected-parameters"]}),
         nbformat.v4.new_code_cell("print(data_root)")])
+    nb.metadata["papermill"] = {"parameters": {"data_root": "/work/main/_build/data"}}
     nbformat.write(nb, tmp_path / "page.ipynb")
     drop_injected_parameters(tmp_path / "page.ipynb")
     kept = nbformat.read(tmp_path / "page.ipynb", as_version=4)
     assert [c.source for c in kept.cells] == ['data_root = "../_build/data"', "print(data_root)"]
+    assert "papermill" not in kept.metadata
