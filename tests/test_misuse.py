@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from anatcl_core import pretrain as engine
@@ -269,3 +271,14 @@ def test_non_finite_features_name_the_cohort_and_the_subjects(tiny_cohort):
     features[[2, 7]] = np.nan
     with pytest.raises(ValueError, match=r"cohort 'openbhb' are not finite for sub-002, sub-007 \(2 row\(s\)\)"):
         evaluate_task(features, tiny_cohort.participants, TASKS["openbhb/age"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(junk=st.binary(min_size=0, max_size=300))
+def test_any_bytes_that_are_not_a_checkpoint_are_a_checkpoint_error(tmp_path_factory, junk):
+    """Random bytes used to escape as IndexError from torch's weights-only unpickler, now and then."""
+    from anatcl_core import CheckpointError, load_checkpoint
+    path = tmp_path_factory.mktemp("junk") / "weights.pth"
+    path.write_bytes(junk)
+    with pytest.raises(CheckpointError, match="weights.pth"):
+        load_checkpoint(path)
