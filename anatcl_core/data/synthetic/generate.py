@@ -168,8 +168,11 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N
     if unknown:
         raise KeyError(f"unknown cohort(s) {unknown}; known: {list(COHORTS)}")
     sizes = {name: COHORTS[name].paper_n if n_subjects is None else n_subjects for name in cohorts}
-    if not overwrite and all(check_existing_cohort(Path(root) / name, sizes[name], voxel_size, seed)
-                             for name in cohorts):
+    # every existing cohort is checked before anything is generated: a root made with other parameters is
+    # refused at once and left as it was
+    present = {name: not overwrite and check_existing_cohort(Path(root) / name, sizes[name], voxel_size, seed)
+               for name in cohorts}
+    if all(present.values()):
         return dict.fromkeys(cohorts)         # all there: nothing to write, so a read-only root is fine
     Path(root).mkdir(parents=True, exist_ok=True)
     # one writer per root: two jobs started together on a fresh data_root (papermill, a cluster array) would
@@ -179,11 +182,10 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N
                 for name in cohorts}
 
 
-def check_existing_cohort(path: Path, n_subjects: int | None, voxel_size: float, seed: int) -> bool:
+def check_existing_cohort(path: Path, n_subjects: int, voxel_size: float, seed: int) -> bool:
     """Whether a synthetic cohort made with these parameters is at `path` (False: nothing there).
 
-    A folder that is not a cohort, or a synthetic cohort made with another n_subjects (None: the paper's size),
-    voxel size or seed, is a CohortError naming the file and the field: a changed parameter must never read
+    A folder that is not a cohort, or a synthetic cohort made with another n_subjects, voxel size or seed, is a CohortError naming the file and the field: a changed parameter must never read
     old data silently. Real or imported cohorts (another generator) are not ours to check.
     """
     if not path.exists():
@@ -196,8 +198,7 @@ def check_existing_cohort(path: Path, n_subjects: int | None, voxel_size: float,
     made = meta.get("provenance", {})
     if made.get("generator") != GENERATOR:
         return True
-    wanted = {"n_subjects": COHORTS[path.name].paper_n if n_subjects is None else n_subjects,
-              "resolution": float(voxel_size), "seed": seed}
+    wanted = {"n_subjects": n_subjects, "resolution": float(voxel_size), "seed": seed}
     found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"), "seed": made.get("seed")}
     for field, value in wanted.items():
         if found[field] != value:
@@ -211,10 +212,8 @@ def ensure_synthetic_data(data_root: str | Path, n_subjects: int = DEFAULT_N_SUB
                           resolution: float = DEFAULT_VOXEL_SIZE, seed: int = 0, progress: bool = True) -> Path:
     """Generate the five synthetic cohorts under `data_root` unless they exist; returns `data_root`.
 
-    What the book's chapters call first. Existing cohorts are checked before anything is generated
-    (`check_existing_cohort`), so a root made with other parameters is refused at once, untouched.
+    What the book's chapters call first; a root made with other parameters is refused, untouched
+    (`write_synthetic_cohorts` checks every existing cohort before generating any).
     """
-    for name in COHORTS:
-        check_existing_cohort(Path(data_root) / name, n_subjects, resolution, seed)
     write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress)
     return Path(data_root)
