@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -89,7 +90,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     device = resolve_device(cfg.device)
     cohort = Cohort.open(cfg.cohort)             # a bad cohort is refused before the run folder is touched
-    check_run_inputs(cfg, cohort)
+    folds = check_run_inputs(cfg, cohort)
     fingerprint = cohort.fingerprint()
     out = check_writable_folder(cfg.out, "--out")
     with run_folder_lock(out) if rank == 0 else contextlib.nullcontext():
@@ -97,12 +98,15 @@ def pretrain(cfg: PretrainConfig) -> Path:
         setup_logging(out, rank)
         if removed:
             log.info("removed from %s: %s", out, ", ".join(removed))
-        return _train(cfg, out, cohort, fingerprint, device, rank, world)
+        if rank == 0:                            # the run records its folds (the cohort's folder is only read)
+            write_atomic(out / "folds.tsv", lambda f: folds.to_csv(f, sep="\t", index=False))
+        return _train(cfg, out, cohort, folds, fingerprint, device, rank, world)
 
 
-def check_run_inputs(cfg: PretrainConfig, cohort: Cohort) -> None:
+def check_run_inputs(cfg: PretrainConfig, cohort: Cohort) -> pd.DataFrame:
     """What can be refused before the run folder is written: an --out inside the data folder (which is only
-    read), and folds or a batch that the cohort's training rows cannot fill."""
+    read), and folds or a batch that the cohort's training rows cannot fill. Returns the folds
+    [participant_id, fold] (deterministic, so every rank computes the same)."""
     out, data = Path(cfg.out).resolve(), Path(cfg.cohort).resolve()
     if out == data or data in out.parents:
         raise ValueError(f"--out {out}: inside the cohort folder {data}, which pretraining only reads; "
@@ -112,15 +116,13 @@ def check_run_inputs(cfg: PretrainConfig, cohort: Cohort) -> None:
     if n_rows < cfg.batch_size:
         raise ValueError(f"--batch-size {cfg.batch_size}: fold {cfg.fold} leaves {n_rows} training subjects in "
                          f"{cfg.cohort}; expected a batch size of at most {n_rows}")
+    return folds
 
 
-def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, fingerprint: str, device: torch.device, rank: int,
-           world: int) -> Path:
+def _train(cfg: PretrainConfig, out: Path, cohort: Cohort, folds: pd.DataFrame, fingerprint: str,
+           device: torch.device, rank: int, world: int) -> Path:
     """The body of `pretrain` once the run folder is claimed (and locked on rank 0)."""
     ckpt_path, metrics_path = out / "checkpoint.pth", out / "metrics.csv"
-    # deterministic on every rank; rank 0 keeps a copy with the run (the cohort's folder may be read-only)
-    folds = load_or_make_folds(cfg.cohort, cohort.participants, cfg.n_folds, cfg.seed,
-                               keep_copy_in=out if rank == 0 else None)
     rows = training_rows(cohort.participants, folds, cfg.fold)
     normaliser = None
     if cfg.normalise_descriptors:

@@ -106,11 +106,12 @@ def test_narrow_runs_save_their_width_and_old_runs_resume_as_width_64(tiny_cohor
 
 
 def test_folds_are_by_subject_stratified_and_shared(tiny_cohort, tmp_path):
-    folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0, keep_copy_in=tmp_path / "run")
+    folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
     assert not (tiny_cohort.path / "splits").exists()                    # nothing written into the data folder
     assert folds["fold"].value_counts().min() >= 7
     again = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
     pd.testing.assert_frame_equal(folds, again)
+    pretrain(small_config(tiny_cohort, tmp_path / "run", "simclr"))     # the run keeps the folds it used
     kept = pd.read_csv(tmp_path / "run" / "folds.tsv", sep="\t", dtype={"participant_id": str})
     pd.testing.assert_frame_equal(folds, kept)
     pinned = folds.assign(fold=(folds["fold"] + 1) % 3)                  # folds put in splits/ take precedence

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from anatcl_core.atomic import write_atomic
 
 AGE_BINS = (0, 12, 18, 25, 35, 50, 65, 80, 200)   # years; lifespan strata for stratification
 
@@ -46,12 +45,11 @@ def make_folds(participants: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> p
 
 
 def load_or_make_folds(cohort_path: str | os.PathLike, participants: pd.DataFrame, n_folds: int = 5,
-                       seed: int = 0, keep_copy_in: str | os.PathLike | None = None) -> pd.DataFrame:
+                       seed: int = 0) -> pd.DataFrame:
     """Read `<cohort>/splits/folds-<n>-seed<seed>.tsv` if someone put it there, else make the folds.
 
-    Returns [participant_id, fold] in participants order. With `keep_copy_in`, the folds used are also written
-    (atomically) to `<keep_copy_in>/folds.tsv`, e.g. in the run folder, so a run records its own folds.
-    Nothing is written into the cohort's folder.
+    Returns [participant_id, fold] in participants order. Nothing is written into the cohort's folder (the
+    pretraining engine keeps a copy of the folds it used in its run folder).
     """
     path = Path(cohort_path) / "splits" / f"folds-{n_folds}-seed{seed}.tsv"
     if path.exists():
@@ -61,8 +59,6 @@ def load_or_make_folds(cohort_path: str | os.PathLike, participants: pd.DataFram
                              "delete the file to make new folds")
     else:
         folds = make_folds(participants, n_folds, seed)
-    if keep_copy_in is not None:
-        write_atomic(Path(keep_copy_in) / "folds.tsv", lambda f: folds.to_csv(f, sep="\t", index=False))
     return folds
 
 
