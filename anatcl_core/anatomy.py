@@ -10,6 +10,8 @@ All functions take and return torch tensors of any floating dtype and never loop
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _DK_NAMES = (
@@ -137,3 +139,17 @@ def rbf_kernel(y_a: torch.Tensor, y_b: torch.Tensor, sigma: float = 2.0) -> torc
         raise ValueError(f"rbf_kernel: sigma must be > 0, got {sigma}")
     diff = y_a[:, None] - y_b[None, :]
     return torch.exp(-diff.square() / (2.0 * sigma**2))
+
+
+def gaussian_density_kernel(y_a: torch.Tensor, y_b: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """The normal density of y_a[i] - y_b[j]: rbf_kernel / (sqrt(2 pi) sigma). [N], [M] (years) -> [N, M].
+
+    The authors' earlier code calls this kernel "gaussian" (their ExpW configuration: sigma = 1, so the
+    weights peak at 0.40, not 1). The y-Aware loss is blind to the scale of the weights; ExpW's denominator
+    exp(logit * (1 - w)) is not, which is why the choice matters there.
+    """
+    return rbf_kernel(y_a, y_b, sigma) / (math.sqrt(2.0 * math.pi) * sigma)
+
+
+#: Age kernels by name: "rbf" (peak 1; the released AnatCL runs, `kernel_rbf_sigma2.0`) and "gaussian".
+AGE_KERNELS = {"rbf": rbf_kernel, "gaussian": gaussian_density_kernel}

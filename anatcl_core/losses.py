@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from anatcl_core.anatomy import SIMILARITIES, rbf_kernel
+from anatcl_core.anatomy import AGE_KERNELS, SIMILARITIES
 
 #: How positives are weighted in the denominator: y-Aware (as is) or ExpW (by 1 - w).
 WEIGHTINGS = ("yaware", "expw")
@@ -82,20 +82,23 @@ def nt_xent_loss(z: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
 
 def anatcl_loss(z: torch.Tensor, age: torch.Tensor, descriptors: torch.Tensor, descriptor: str = "local",
                 sigma: float = 2.0, temperature: float = 0.1, lambda_age: float = 1.0, lambda_anat: float = 1.0,
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                kernel: str = "rbf") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The AnatCL objective (paper Eq. 4): lambda_age * L(age RBF kernel) + lambda_anat * L(anatomical similarity).
 
     z: [N, V, D] unit vectors; age: [N] years; descriptors: [N, 3, 68] range-normalised (thickness, GMV, area);
-    descriptor: "local" (Eq. 2) or "global" (Eq. 3). Both terms use y-Aware. Negative similarities (possible
+    descriptor: "local" (Eq. 2) or "global" (Eq. 3); kernel: the age kernel, a key of `anatomy.AGE_KERNELS`
+    (width `sigma` years). Both terms use y-Aware. Negative similarities (possible
     only for descriptors outside [0, 1]) are clipped to 0 so they act as plain negatives.
     Returns (total loss, {"age": term, "anat": term}).
     """
     if descriptor not in SIMILARITIES:
         raise ValueError(f"descriptor must be one of {sorted(SIMILARITIES)}, got {descriptor!r}")
+    if kernel not in AGE_KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(AGE_KERNELS)}, got {kernel!r}")
     with torch.autocast(device_type=z.device.type, enabled=False):
         age = age.float()
         descriptors = descriptors.float()
-        w_age = rbf_kernel(age, age, sigma)
+        w_age = AGE_KERNELS[kernel](age, age, sigma)
         w_anat = SIMILARITIES[descriptor](descriptors, descriptors).clamp_min(0.0)
         loss_age = weighted_contrastive_loss(z, w_age, temperature, "yaware")
         loss_anat = weighted_contrastive_loss(z, w_anat, temperature, "yaware")

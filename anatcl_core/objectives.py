@@ -6,7 +6,8 @@ Example::
 
 The contrastive objectives live in `losses.py`; this module turns an engine's step (projections of every
 view, ages, descriptors, possibly on several ranks) into the method's loss. The L1 baseline regresses
-standardised age through `AgeRegressor`, the only method whose network is not the contrastive model.
+age (standardised on the training rows, or in years: `l1_target`) through `AgeRegressor`, the only method
+whose network is not the contrastive model.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anatcl_core.anatomy import rbf_kernel
+from anatcl_core.anatomy import AGE_KERNELS
 from anatcl_core.distributed import all_gather_tensor, all_gather_with_grad
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.losses import anatcl_loss, nt_xent_loss, weighted_contrastive_loss
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class AgeRegressor(nn.Module):
-    """The L1 baseline: encoder + linear head to standardised age (the contrastive head is unused)."""
+    """The L1 baseline: encoder + linear head to age, standardised or in years (the contrastive head is unused)."""
 
     def __init__(self, model: AnatCLModel):
         super().__init__()
@@ -36,7 +37,7 @@ class AgeRegressor(nn.Module):
         self.regressor = nn.Linear(model.embed_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, 1, X, Y, Z] -> standardised ages [B] float32 (the linear head in fp32 under autocast)."""
+        """x: [B, 1, X, Y, Z] -> predicted ages [B] float32, in the target's unit (the head in fp32 under autocast)."""
         features = self.model.encoder(x)
         with fp32_region(features):
             return self.regressor(features.float()).squeeze(1)
@@ -51,7 +52,7 @@ def compute_loss(cfg: "PretrainConfig", out: torch.Tensor, n_local: int, age: to
     """
     objective = cfg.objective
     if objective == "l1":
-        mean, std = age_stats
+        mean, std = age_stats if cfg.l1_target == "standardised" else (0.0, 1.0)
         target = ((age - mean) / std).repeat(cfg.n_views)
         loss = F.l1_loss(out.float(), target)
         return loss, {"l1_years": loss.item() * std}
@@ -61,7 +62,8 @@ def compute_loss(cfg: "PretrainConfig", out: torch.Tensor, n_local: int, age: to
     if objective == "nt-xent":
         return nt_xent_loss(z, cfg.temperature), {}
     if objective in ("yaware", "expw"):
-        return weighted_contrastive_loss(z, rbf_kernel(age, age, cfg.sigma), cfg.temperature, objective), {}
+        weights = AGE_KERNELS[cfg.kernel](age, age, cfg.sigma)
+        return weighted_contrastive_loss(z, weights, cfg.temperature, objective), {}
     loss, terms = anatcl_loss(z, age, desc, get_method(cfg.method).descriptor, cfg.sigma, cfg.temperature,
-                              cfg.lambda_age, cfg.lambda_anat)
+                              cfg.lambda_age, cfg.lambda_anat, cfg.kernel)
     return loss, {f"loss_{k}": v.item() for k, v in terms.items()}

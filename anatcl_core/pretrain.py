@@ -56,7 +56,7 @@ def train_step(cfg: PretrainConfig, step_fn: nn.Module, optimizer: torch.optim.O
     and steps the optimiser on the method's loss. Returns (loss, the loss's logged terms).
     """
     device = generator.device
-    views = make_views(x.to(device, non_blocking=True), cfg.n_views, crop, generator)
+    views = make_views(x.to(device, non_blocking=True), cfg.n_views, crop, generator, cfg.augment)
     if cfg.channels_last:
         views = views.contiguous(memory_format=torch.channels_last_3d)
     pos = positions.numpy() if isinstance(positions, torch.Tensor) else positions
@@ -70,10 +70,15 @@ def train_step(cfg: PretrainConfig, step_fn: nn.Module, optimizer: torch.optim.O
     return loss.item(), terms
 
 
+# What runs saved before a field existed did, where that is not the field's default.
+_BEFORE_THE_FIELD = {"augment": "crop, flip, blur, noise and cutout (saved before --augment existed)"}
+
+
 def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    # a field added after the run was saved had its default value then (e.g. width 64 before widths existed)
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    # a field added after the run was saved had its default value then (e.g. width 64 before widths existed),
+    # except where the behaviour before the field differs from its default
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)} | _BEFORE_THE_FIELD
     saved = {k: saved.get(k, defaults[k]) for k in now}
     diff = {k: (saved[k], now[k]) for k in now if k not in RUNTIME_FIELDS and saved[k] != now[k]}
     if diff:

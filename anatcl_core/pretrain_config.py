@@ -1,8 +1,10 @@
 """What defines a pretraining run: `PretrainConfig`, its checks, and the command-line flags made from it.
 
 Each field carries its default and its help text, so `anatcl pretrain --help` and the dataclass cannot
-disagree. The defaults are the released AnatCL hyper-parameters (the names of the released weight files
-encode them); the book's CPU runs override a few (book/params/default.yaml).
+disagree. The defaults are the released AnatCL hyper-parameters where the names of the released weight files
+encode them (book/params/paper.yaml lists every token); the book's CPU runs override a few
+(book/params/default.yaml). Where the paper and the names are silent (the baselines' details), the
+default is ours and the book's "Departures from the paper" page says so.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from anatcl_core.anatomy import AGE_KERNELS
+from anatcl_core.data.augment import AUGMENTATIONS
 from anatcl_core.encoder import ARCHITECTURES
 from anatcl_core.methods import get_method, method_ids
 
@@ -24,6 +28,9 @@ def _option(default, help: str):
 # Precision (amp) is among them: a run may continue in fp32 after a bf16 attempt, or on another device.
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
                   "cohort", "progress", "amp", "overwrite")
+# field -> the values it accepts (and the flag's argparse choices)
+_CHOICES = {"method": method_ids, "arch": lambda: tuple(ARCHITECTURES), "augment": lambda: tuple(AUGMENTATIONS),
+            "kernel": lambda: tuple(AGE_KERNELS), "l1_target": lambda: ("standardised", "years")}
 # field -> (test, what is expected): checked before any work, so a typo costs nothing
 _RANGES = {
     "width": (lambda v: v >= 1, ">= 1 (64 for the paper's ResNet-18)"), "feat_dim": (lambda v: v >= 1, ">= 1"),
@@ -56,7 +63,13 @@ class PretrainConfig:
     lr_gamma: float = _option(0.9, "learning-rate decay factor")
     temperature: float = _option(0.1, "temperature of the contrastive losses")
     n_views: int = _option(2, "augmented views per subject in a batch")
-    sigma: float = _option(2.0, "width of the RBF age kernel, years")
+    augment: str = _option("none", "augmentation of each view: none (the released runs: tf_none), the authors' "
+                                   "crop, cutout or all, or strong (ours: crop, blur, noise, cutout)")
+    kernel: str = _option("rbf", "age kernel of y-Aware, ExpW and AnatCL's age term: rbf (peak 1, the released "
+                                 "runs) or gaussian (the normal density, the authors' ExpW configuration)")
+    sigma: float = _option(2.0, "width of the age kernel, years")
+    l1_target: str = _option("standardised", "what the L1 baseline regresses: standardised (training-row mean "
+                                             "and SD, ours) or years (the authors' earlier code)")
     lambda_age: float = _option(1.0, "weight of AnatCL's age term")
     lambda_anat: float = _option(1.0, "weight of AnatCL's anatomical term")
     normalise_descriptors: bool = _option(True, "range-normalise the descriptors on the training rows (as released)")
@@ -77,14 +90,16 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         get_method(self.method)
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed():
+                raise ValueError(f"{name.replace('_', '-')}: expected one of {', '.join(allowed())}, "
+                                 f"got {getattr(self, name)!r}")
         for name, (ok, expected) in _RANGES.items():
             value = getattr(self, name)
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not finite or not ok(value):
                 kind = "" if finite else "a finite number "
                 raise ValueError(f"{name.replace('_', '-')}: expected {kind}{expected}, got {value!r}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold: expected 0 to {self.n_folds - 1} (n-folds {self.n_folds}), got {self.fold}")
         if self.resume and self.overwrite:
@@ -113,4 +128,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, required=required, default=None if required else f.default,
-                                choices=method_ids() if f.name == "method" else None, help=help_text)
+                                choices=_CHOICES[f.name]() if f.name in _CHOICES else None, help=help_text)

@@ -1,10 +1,11 @@
-"""Augmentations: shapes, bounds, determinism, exact centre crop, involutive flips, noise statistics."""
+"""Augmentations: shapes, bounds, determinism, exact centre crop, noise statistics, the named recipes."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from anatcl_core.data import augment
+from anatcl_core.data.batches import make_views
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -48,15 +49,6 @@ def test_random_crop_within_bounds_and_deterministic(batch):
     assert not torch.equal(out, augment.random_crop(batch, size, seeded(4)))
 
 
-def test_flips_are_involutions(batch):
-    for axis in range(3):
-        assert torch.equal(batch.flip(2 + axis).flip(2 + axis), batch)
-    always = augment.random_flip(batch, seeded(0), axes=(0, 1, 2), p=1.0)
-    assert torch.equal(always, batch.flip(2).flip(3).flip(4))
-    assert torch.equal(augment.random_flip(always, seeded(0), axes=(0, 1, 2), p=1.0), batch)
-    assert torch.equal(augment.random_flip(batch, seeded(0), p=0.0), batch)
-
-
 def test_cutout_zeroes_one_box_per_sample():
     x = torch.ones(8, 1, 20, 24, 20)
     out = augment.random_cutout(x, seeded(1), p=1.0, fraction=(0.2, 0.5))
@@ -87,18 +79,49 @@ def test_blur_preserves_mass_and_smooths():
     assert torch.allclose(out[0, 0, 10, 10, 9], out[0, 0, 10, 10, 11]) and torch.allclose(out[0, 0, 9, 10, 10], out[0, 0, 10, 9, 10])
 
 
-def test_default_pipeline_shape_dtype_and_determinism(batch):
-    pipeline = augment.default_pretraining_augmentation((61, 73, 61))
+@pytest.mark.parametrize("recipe", list(augment.AUGMENTATIONS))
+def test_every_recipe_gives_the_training_crop_deterministically(batch, recipe):
+    pipeline = augment.pretraining_augmentation((61, 73, 61), recipe)
     x = batch / batch.max()
     a, b = pipeline(x, seeded(9)), pipeline(x, seeded(9))
     assert a.shape == (4, 1, 61, 64, 61) and a.dtype == x.dtype
     assert torch.equal(a, b)
-    assert not torch.equal(a, pipeline(x, seeded(10)))
+    if recipe != "none":           # the random ones change with the seed (cutout: its box does)
+        assert any(not torch.equal(a, pipeline(x, seeded(s))) for s in range(10, 14))
+
+
+def test_none_gives_identical_views_equal_to_the_centre_crop(batch):
+    views = make_views(batch, 2, (61, 64, 61), seeded(0), "none")
+    assert torch.equal(views[:4], views[4:])
+    assert torch.equal(views[:4], augment.center_crop(batch, (61, 64, 61)))
+
+
+@pytest.mark.parametrize("recipe", list(augment.AUGMENTATIONS))
+def test_no_recipe_swaps_the_hemispheres(recipe):
+    """The descriptors keep lh and rh, so tissue on the left of the image must stay on the left."""
+    x = torch.zeros(8, 1, 61, 73, 61)
+    x[:, :, 8:22, 20:50, 20:40] = 1.0                  # a block in the left half (x < 30)
+    for seed in range(5):
+        view = augment.pretraining_augment(x, (61, 64, 61), seeded(seed), recipe)
+        left, right = view[:, :, :30].sum(dim=(1, 2, 3, 4)), view[:, :, 31:].sum(dim=(1, 2, 3, 4))
+        assert (left > 10 * right.clamp_min(1e-3)).all(), (recipe, seed)
+
+
+def test_the_authors_cutout_is_a_32_voxel_cube_on_the_cat12_grid():
+    x = torch.ones(6, 1, *augment.CAT12_SHAPE)
+    out = augment._authors_cutout(x, seeded(1))
+    zeroed = (out == 0).sum(dim=(1, 2, 3, 4))
+    assert set(zeroed.tolist()) <= {0, 32 ** 3} and 0 < int((zeroed > 0).sum()) < 6    # p = 0.5 per volume
+
+
+def test_an_unknown_recipe_is_refused(batch):
+    with pytest.raises(ValueError, match="augment: expected one of none, crop, cutout, all, strong, got 'flip'"):
+        augment.pretraining_augment(batch, (61, 64, 61), seeded(0), "flip")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_pipeline_runs_on_gpu(batch):
     x = (batch / batch.max()).cuda()
     generator = torch.Generator(device="cuda").manual_seed(0)
-    out = augment.default_pretraining_augmentation((61, 73, 61))(x, generator)
+    out = augment.pretraining_augmentation((61, 73, 61), "strong")(x, generator)
     assert out.is_cuda and out.shape == (4, 1, 61, 64, 61)

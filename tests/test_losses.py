@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from anatcl_core.anatomy import global_similarity, local_similarity, rbf_kernel
+from anatcl_core.anatomy import AGE_KERNELS, gaussian_density_kernel, global_similarity, local_similarity, rbf_kernel
 from anatcl_core.losses import (anatcl_loss, contrastive_loss_from_logits, nt_xent_loss,
                                 weighted_contrastive_loss)
 
@@ -153,3 +153,35 @@ def test_bad_inputs_raise(kwargs, match):
     with pytest.raises(ValueError, match="descriptor must be"):
         anatcl_loss(args["z"] if args["z"].ndim == 3 else torch.zeros(4, 2, 8), torch.ones(4),
                     torch.rand(4, 3, 68), descriptor="regional")
+
+
+def test_the_gaussian_age_kernel_is_the_normal_density_of_the_age_difference():
+    age = torch.tensor([20.0, 21.5, 35.0, 80.0], dtype=torch.float64)
+    for sigma in (1.0, 2.0):
+        expected = np.array([[math.exp(-(a - b) ** 2 / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+                              for b in age.tolist()] for a in age.tolist()])
+        np.testing.assert_allclose(gaussian_density_kernel(age, age, sigma).numpy(), expected, rtol=1e-12)
+    assert AGE_KERNELS["rbf"] is rbf_kernel and AGE_KERNELS["gaussian"] is gaussian_density_kernel
+
+
+def test_expw_with_the_gaussian_kernel_equals_the_authors_formula():
+    """The authors' KernelizedSupCon(method="expw", kernel=gaussian, sigma=1), written out in float64 numpy
+    (logits minus each row's maximum, which is the self-similarity 1 / tau; their tau / base_tau factor left
+    out, as in our loss)."""
+    rng = np.random.default_rng(3)
+    n, v, d, tau = 6, 2, 5, 0.1
+    z = rng.standard_normal((n, v, d))
+    z /= np.linalg.norm(z, axis=2, keepdims=True)
+    age = rng.uniform(20, 30, n)
+    features = np.concatenate([z[:, k] for k in range(v)])                    # view-major, as theirs
+    kernel = np.exp(-(age[:, None] - age[None, :]) ** 2 / 2) / math.sqrt(2 * math.pi)
+    mask = np.tile(kernel, (v, v))
+    off_diagonal = 1.0 - np.eye(n * v)
+    dots = features @ features.T / tau
+    logits = dots - dots.max(axis=1, keepdims=True)
+    uniformity = np.log((np.exp(logits * (1 - mask)) * off_diagonal).sum(axis=1, keepdims=True))
+    positive = mask * off_diagonal
+    expected = np.mean(-((positive * (logits - uniformity)).sum(axis=1) / positive.sum(axis=1)))
+    weights = gaussian_density_kernel(torch.tensor(age), torch.tensor(age), 1.0)
+    ours = weighted_contrastive_loss(torch.tensor(z), weights, tau, weighting="expw")
+    assert float(ours) == pytest.approx(expected, rel=1e-5)

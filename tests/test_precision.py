@@ -169,10 +169,12 @@ def test_the_caps_reach_aten_and_onednn_in_every_process_the_tests_start():
     assert "AVX2" not in _kernels({"ONEDNN_MAX_CPU_ISA": "SSE41"})[1]
 
 
-# Two steps of AnatCL-local at width 8 on the tiny cohort, 2 threads, under REPRODUCIBLE_CPU_ENV, recorded on
-# an AVX2-only AMD EPYC (2026-12-02, torch 2.13.0+cpu). The same digest on a CPU with AVX-512 is what
-# "the same numbers on both machine kinds" means; if it differs there, the caps are not enough (see
-# anatcl_core/precision.py) and the book's claims must rest on conclusions, not digits.
+# Two steps of AnatCL-local at width 8 on the tiny cohort, 2 threads, under REPRODUCIBLE_CPU_ENV, with the random
+# augmentations ("strong"), so the random draws are covered too. The digest of the code before --augment existed
+# (07b89117..., recorded on an AVX2-only AMD EPYC) was reproduced bit for bit on a CPU with AVX512-BF16
+# (2026-12-02, torch 2.13.0+cpu); this one was recorded on that AVX512-BF16 machine. If it differs on another
+# machine kind, the caps are not enough (see anatcl_core/precision.py) and the book's claims must rest on
+# conclusions, not digits.
 _REFERENCE_RUN = """
 import hashlib, json, sys, torch
 torch.set_num_threads(2)
@@ -181,12 +183,13 @@ from conftest import make_tiny_cohort
 from anatcl_core.pretrain import PretrainConfig, pretrain
 cohort = make_tiny_cohort(sys.argv[1] + "/cohort")
 ckpt = pretrain(PretrainConfig(cohort=str(cohort.path), method="anatcl-local", out=sys.argv[1] + "/run", epochs=1,
-                               batch_size=8, n_folds=3, max_steps_per_epoch=2, progress=False, lr=1e-3, width=8))
+                               batch_size=8, n_folds=3, max_steps_per_epoch=2, progress=False, lr=1e-3, width=8,
+                               augment="strong"))
 state = torch.load(ckpt, weights_only=True)["net"]
 digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
 print(json.dumps({"digest": digest}))
 """
-REFERENCE_DIGEST = "07b8911716b75175dc923bb01f8b7b0e10e6ee3f977f0e8584f19ec3169f7979"
+REFERENCE_DIGEST = "819a1b7041a79137a6c75b30daf6f50f584b3bfd4d6a93d4b11d12870aece3e1"
 
 
 @pytest.mark.skipif(torch.__version__ != "2.13.0+cpu", reason="the digest was recorded with torch 2.13.0+cpu")

@@ -105,6 +105,33 @@ def test_narrow_runs_save_their_width_and_old_runs_resume_as_width_64(tiny_cohor
     assert len(pd.read_csv(tmp_path / "old" / "metrics.csv")) == 2
 
 
+def test_a_run_saved_before_augment_existed_is_not_resumed_as_unaugmented(tiny_cohort, tmp_path):
+    pretrain(small_config(tiny_cohort, tmp_path / "old", "yaware"))
+    saved = torch.load(tmp_path / "old" / "checkpoint.pth", weights_only=True)
+    assert saved["config"]["augment"] == "none"            # the released recipe is the default
+    del saved["config"]["augment"]                         # as written by earlier versions, which always flipped
+    torch.save(saved, tmp_path / "old" / "checkpoint.pth")
+    with pytest.raises(ValueError, match=r"cannot resume.*augment: saved 'crop, flip, blur.*vs now 'none'"):
+        pretrain(small_config(tiny_cohort, tmp_path / "old", "yaware", epochs=2, resume=True))
+
+
+def test_the_l1_target_is_standardised_age_or_years(tiny_cohort):
+    age = torch.tensor([20.0, 40.0, 60.0, 80.0])
+    predicted = torch.zeros(8)                                       # 2 views x 4 subjects
+    mean, std = 50.0, 20.0
+    for target, expected in (("standardised", (age - mean).abs().mean() / std), ("years", age.mean())):
+        cfg = small_config(tiny_cohort, "unused", "l1", l1_target=target, batch_size=4)
+        loss, logged = compute_loss(cfg, predicted, 4, age, torch.zeros(4, 3, 68), (mean, std))
+        assert float(loss) == pytest.approx(float(expected))
+    assert logged["l1_years"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("augment", "flip"), ("kernel", "cauchy"), ("l1_target", "log")])
+def test_unknown_choices_are_refused_by_name(tiny_cohort, field, value):
+    with pytest.raises(ValueError, match=f"{field.replace('_', '-')}: expected one of .*got '{value}'"):
+        small_config(tiny_cohort, "unused", "yaware", **{field: value})
+
+
 def test_folds_are_by_subject_stratified_and_shared(tiny_cohort, tmp_path):
     folds = load_or_make_folds(tiny_cohort.path, tiny_cohort.participants, 3, 0)
     assert not (tiny_cohort.path / "splits").exists()                    # nothing written into the data folder

@@ -70,32 +70,25 @@ def random_crop(x: torch.Tensor, size: Sequence[int], generator: torch.Generator
     return torch.stack(crops)
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator, axes: Sequence[int] = (0,),
-                p: float = 0.5) -> torch.Tensor:
-    """Flip each sample along each of `axes` independently with probability p.
-
-    Axis 0 is left-right; flipping it makes the model blind to hemispheric asymmetry.
-    """
-    _check_volume_batch(x, "random_flip")
-    flip = _uniform(generator, (len(axes), len(x)), x.device) < p
-    for axis, chosen in zip(axes, flip):
-        x = torch.where(chosen[:, None, None, None, None], x.flip(2 + axis), x)
-    return x
-
-
 def random_cutout(x: torch.Tensor, generator: torch.Generator, p: float = 0.5,
-                  fraction: tuple[float, float] = (0.1, 0.4), value: float = 0.0) -> torch.Tensor:
+                  fraction: tuple[float, float] | Sequence[tuple[float, float]] = (0.1, 0.4),
+                  value: float = 0.0) -> torch.Tensor:
     """With probability p per sample, set one random box to `value`.
 
-    The box's side along each axis is a uniform fraction (in `fraction`) of that axis; its
-    position is uniform within the volume.
+    The box's side along each axis is a uniform fraction (in `fraction`, one (low, high) pair for every
+    axis or one per axis) of that axis; equal ends give a fixed side. Its position is uniform in the volume.
     """
     _check_volume_batch(x, "random_cutout")
     batch, spatial = len(x), x.shape[2:]
+    ranges = fraction if isinstance(fraction[0], (tuple, list)) else [fraction] * 3
     draws = _uniform(generator, (batch, 7), x.device)
     box = torch.ones((batch, *spatial), dtype=torch.bool, device=x.device)
     for axis, n in enumerate(spatial):
-        side = torch.floor((fraction[0] + (fraction[1] - fraction[0]) * draws[:, axis]) * n)
+        low, high = ranges[axis]
+        if low == high:         # a fixed side, rounded so that 32 / 121 of 121 voxels is exactly 32
+            side = torch.full((batch,), float(round(low * n)), device=x.device)
+        else:
+            side = torch.floor((low + (high - low) * draws[:, axis]) * n)
         start = torch.floor(draws[:, 3 + axis] * (n - side + 1))
         coordinate = torch.arange(n, device=x.device)[None, :]
         inside = (coordinate >= start[:, None]) & (coordinate < (start + side)[:, None])          # [B, n]
@@ -154,30 +147,52 @@ def random_blur(x: torch.Tensor, generator: torch.Generator, p: float = 0.5,
     return torch.where((draws[:, 1] < p)[:, None, None, None, None], blurred, x)
 
 
-def compose(*transforms: Transform) -> Transform:
-    """Apply transforms in order, all with the same generator."""
-    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        for transform in transforms:
-            x = transform(x, generator)
-        return x
-    return apply
+#: The authors' cutout: one 32-voxel (48 mm) cube on the 121 x 145 x 121 grid, p = 0.5; as fractions of
+#: each axis, so the box keeps its size in millimetres on coarser grids.
+AUTHORS_CUTOUT_FRACTION = tuple((32 / n, 32 / n) for n in CAT12_SHAPE)
+
+#: Augmentation recipes by name. The first four are the `--tf` choices of the authors' earlier training
+#: code (EIDOSLAB/contrastive-brain-age-prediction); the released AnatCL runs are named `tf_none`.
+AUGMENTATIONS = {
+    "none": "no augmentation: every view is the same centre crop (the released AnatCL runs)",
+    "crop": "a random crop of each view (the authors' `crop`)",
+    "cutout": "one 48 mm cube zeroed with p = 0.5, then the centre crop (the authors' `cutout`)",
+    "all": "the cube cutout, then a random crop (the authors' `all`)",
+    "strong": "random crop, Gaussian blur, Gaussian noise and a random-size cutout (ours, each p = 0.5)",
+}
 
 
-def pretraining_augment(x: torch.Tensor, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """One contrastive view of each volume: random crop to `size`, left-right flip, blur, noise, cutout.
+def _authors_cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return random_cutout(x, generator, p=0.5, fraction=AUTHORS_CUTOUT_FRACTION)
 
-    x: [B, C, X, Y, Z] -> ``[B, C, *size]``; flip, blur, noise and cutout each with p = 0.5 per volume.
-    Blur comes before noise so the noise stays white; cutout comes last so its box stays exactly 0.
-    Noise SD up to 0.1 and blur up to 1 voxel are small next to GM probabilities in [0, 1].
+
+def pretraining_augment(x: torch.Tensor, size: Sequence[int], generator: torch.Generator,
+                        recipe: str = "strong") -> torch.Tensor:
+    """One contrastive view of each volume under `recipe` (a key of AUGMENTATIONS): x [B, C, X, Y, Z] -> [B, C, *size].
+
+    Every recipe ends at `size` (the `training_crop` of the grid), deterministic ones by a centre crop, so
+    views always have the shape the encoder embeds. No recipe flips left and right: the anatomical
+    descriptors keep their hemispheres, and a flipped image would pair lh measures with rh tissue.
+    "strong": blur before noise keeps the noise white; cutout last keeps its box exactly 0. Noise SD up
+    to 0.1 and blur up to 1 voxel are small next to GM probabilities in [0, 1].
     """
-    view = random_crop(x, size, generator)
-    view = random_flip(view, generator)
-    view = random_blur(view, generator)
-    view = gaussian_noise(view, generator)
-    return random_cutout(view, generator)
+    if recipe == "none":
+        return center_crop(x, size)
+    if recipe == "crop":
+        return random_crop(x, size, generator)
+    if recipe == "cutout":
+        return center_crop(_authors_cutout(x, generator), size)
+    if recipe == "all":
+        return random_crop(_authors_cutout(x, generator), size, generator)
+    if recipe == "strong":
+        view = random_crop(x, size, generator)
+        view = random_blur(view, generator)
+        view = gaussian_noise(view, generator)
+        return random_cutout(view, generator)
+    raise ValueError(f"augment: expected one of {', '.join(AUGMENTATIONS)}, got {recipe!r}")
 
 
-def default_pretraining_augmentation(grid_shape: Sequence[int]) -> Transform:
+def pretraining_augmentation(grid_shape: Sequence[int], recipe: str = "strong") -> Transform:
     """`pretraining_augment` with the released crop ratio for volumes on `grid_shape`, as a Transform."""
     size = training_crop(grid_shape)
-    return lambda x, generator: pretraining_augment(x, size, generator)
+    return lambda x, generator: pretraining_augment(x, size, generator, recipe)

@@ -77,9 +77,13 @@ def step_generator(seed: int, epoch: int, step: int, rank: int, device: torch.de
     return gen
 
 
-def make_views(x: torch.Tensor, n_views: int, crop: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """x: [b, 1, X, Y, Z] -> ``[b * n_views, 1, *crop]``, view-major (all first views, then all second views...)."""
-    return torch.cat([augment.pretraining_augment(x, crop, generator) for _ in range(n_views)], dim=0)
+def make_views(x: torch.Tensor, n_views: int, crop: tuple[int, int, int], generator: torch.Generator,
+               recipe: str = "strong") -> torch.Tensor:
+    """x: [b, 1, X, Y, Z] -> ``[b * n_views, 1, *crop]``, view-major (all first views, then all second views...).
+
+    `recipe` names the augmentation (`augment.AUGMENTATIONS`); under "none" every view is the same centre crop.
+    """
+    return torch.cat([augment.pretraining_augment(x, crop, generator, recipe) for _ in range(n_views)], dim=0)
 
 
 def batch_loader(data: TrainingSet, plan: list[np.ndarray], first: int, num_workers: int):
