@@ -28,6 +28,7 @@ from anatcl_core.data.augment import AUGMENTATIONS
 from anatcl_core.data.synthetic import ensure_synthetic_data
 from anatcl_core.experiments import age_check, pretrain_methods, run_dir
 from anatcl_core.methods import method_ids
+from anatcl_core.precision import apply_reproducible_cpu_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="augmentation recipe of the views (anatcl_core.data.augment.AUGMENTATIONS)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    apply_reproducible_cpu_env()            # the book's kernels, so its chapter 4 and this agree on any CPU kind
     torch.set_num_threads(args.threads)
 
     ensure_synthetic_data(args.data_root, args.n_subjects, 3.0, args.seed)
