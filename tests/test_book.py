@@ -249,3 +249,19 @@ def test_the_book_no_longer_attributes_to_the_paper_what_it_does_not_say():
     for claim in ("3,227", "this study on the 3,984", "exactly as the paper describes",
                   "exactly as the paper writes them", "with the released hyper-parameters, on CPU"):
         assert claim not in text, claim
+
+
+def test_the_departures_page_is_in_the_toc_and_linked_from_the_intro_and_chapters_4_to_9():
+    assert "book/departures" in chapter_order(REPO / "_toc.yml")
+    for page in ("intro", "04_pretraining", "05_brain_age_sex", "06_alzheimers", "07_schizophrenia_autism",
+                 "08_clinical_scores", "09_summary"):
+        assert "{doc}`departures`" in (REPO / "book" / f"{page}.md").read_text(), page
+    departures = (REPO / "book" / "departures.md").read_text()
+    for topic in ("tf_none", "normTrue", "kernel: gaussian", "l1_target", "protocol: paper", "obhn64", "subsetTrue"):
+        assert topic in departures, topic
+
+
+def test_the_book_does_not_say_the_engine_flips_or_always_augments():
+    text = "\n".join(p.read_text() for p in sorted((REPO / "book").glob("*.md")))
+    for claim in ("always crops, flips", "crops, flips, blurs", "there is no\nswitch for it yet"):
+        assert claim not in text, claim

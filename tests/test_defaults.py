@@ -94,7 +94,21 @@ def test_paper_yaml_asks_for_the_papers_pretraining():
     paper_params = load_params(REPO / "book" / "params" / "paper.yaml")["chapters"]["04_pretraining"]
     paper = PretrainConfig(cohort="", method="anatcl-local", out="")
     for name, value in paper_params.items():
-        assert getattr(paper, name) == pytest.approx(value), f"paper.yaml: {name}"
+        expected = pytest.approx(value) if isinstance(value, float) else value
+        assert getattr(paper, name) == expected, f"paper.yaml: {name}"
+
+
+def test_paper_yaml_explains_every_token_of_the_released_run_name():
+    from anatcl_core.released import _RELEASED_RUN
+
+    comments = "\n".join(line for line in (REPO / "book" / "params" / "paper.yaml").read_text().splitlines()
+                         if line.startswith("#"))
+    name = _RELEASED_RUN.split("/")[0].format(descriptor="local", fold=0)
+    compounds = ("tf_none", "trainall_False", "kernel_rbf", "anat_desikan")     # option name + value
+    tokens = set("_".join(name.split("_")).split("_")) - {part for c in compounds for part in c.split("_")}
+    tokens = (tokens - {"fold0"}) | set(compounds) | {"fold0..4"}
+    missing = [t for t in sorted(tokens) if not re.search(rf"(?<![\w.]){re.escape(t)}(?![\w.])", comments)]
+    assert not missing, f"paper.yaml does not list the run-name token(s) {missing}"
 
 
 def test_every_chapter_installs_the_package_the_same_way_as_the_readme_says():
