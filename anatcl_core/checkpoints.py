@@ -1,5 +1,8 @@
 """Saving and loading encoder checkpoints: the authors' released files and this project's own.
 
+Wherever a path is accepted, so is a released spec 'released:<descriptor>:<fold>' (e.g. 'released:global:0'),
+read from the checksummed cache of `anatcl_core.released`.
+
 A checkpoint is a `torch.save`d dict with at least `{'model': state_dict}`; the project's own also carry
 `arch`, `feat_dim` and the resolved training `config`. Loading never unpickles code
 (`torch.load(weights_only=True)`), infers the architecture from the keys, and refuses partial loads.
@@ -7,7 +10,6 @@ A checkpoint is a `torch.save`d dict with at least `{'model': state_dict}`; the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -19,13 +21,12 @@ import torch
 
 from anatcl_core.atomic import write_atomic
 from anatcl_core.encoder import ARCHITECTURES, AnatCLModel
-from anatcl_core.methods import RELEASED_DESCRIPTORS
+from anatcl_core import released
+from anatcl_core.released import is_released_spec, parse_released_spec, released_path, sha256_hex
 
-#: Released AnatCL weights (ResNet-18, 5 folds per descriptor), as listed by the authors' `anatcl` 0.0.3 package.
-RELEASED_WEIGHTS_BASE = "https://gitlab.di.unito.it/barbano/anatcl-pretrained/-/raw/main/"
-_RELEASED_RUN = ("0_obhn64_resnet18_amp_yaware_adam_tf_none_lr0.0001_step_step10_rate0.9_wd5e-05_bsz32_"
-                 "trainall_False_temp0.1_views2_kernel_rbf_sigma2.0_alpha1.0_anat_desikan_normTrue_subsetTrue_"
-                 "{descriptor}_lambd1.0_fold{fold}_splits5_trial0/weights.pth")
+# Defined here before the cache moved to released.py; kept so that existing imports still work.
+RELEASED_WEIGHTS_BASE = released.RELEASED_WEIGHTS_BASE
+released_weights_url = released.released_weights_url
 
 # Plain containers that released training scripts store beside the weights; none of them runs code.
 _SAFE_GLOBALS = [argparse.Namespace]
@@ -35,28 +36,25 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded as an AnatCL model; the message names the file and why."""
 
 
-def released_weights_url(descriptor: str = "global", fold: int = 0) -> str:
-    """URL of the authors' AnatCL ResNet-18 weights for `descriptor` in RELEASED_DESCRIPTORS and `fold` in 0..4."""
-    if descriptor not in RELEASED_DESCRIPTORS:
-        raise ValueError(f"descriptor must be one of {RELEASED_DESCRIPTORS}, got {descriptor!r}")
-    if fold not in range(5):
-        raise ValueError(f"fold must be one of 0..4, got {fold!r}")
-    return RELEASED_WEIGHTS_BASE + _RELEASED_RUN.format(descriptor=descriptor, fold=fold)
-
-
 def load_released(descriptor: str = "global", fold: int = 0, cache_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "cpu") -> AnatCLModel:
-    """Download (once, into the torch hub cache or `cache_dir`) and load the authors' released weights.
+    """The authors' released weights for `descriptor` ('global' or 'local') and `fold` (0-4), in eval mode.
 
-    Needs network access; nothing in the tests or the default book calls it.
+    Read from the checksummed cache (`cache_dir`, else $ANATCL_HOME, else ~/.cache/anatcl), downloaded into it
+    once (at least 134 MB; see `anatcl_core.released`). Same as `load_checkpoint(f"released:{descriptor}:{fold}")`.
     """
-    url = released_weights_url(descriptor, fold)
-    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "anatcl"
-    target = cache / f"anatcl-{descriptor}-fold{fold}.pth"
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(target), progress=True)  # writes to a temp file, then moves
-    return load_checkpoint(target, arch="resnet18", device=device)
+    return load_checkpoint(released_path(descriptor, fold, cache_dir), arch="resnet18", device=device)
+
+
+def resolve_checkpoint(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A checkpoint path, or a released spec such as 'released:global:0' -> the local file it names.
+
+    A spec is resolved through the released-weights cache (downloading once, checksum verified); a path is
+    returned as a Path, unchecked (loading it says what is wrong with it).
+    """
+    if is_released_spec(spec):
+        return released_path(*parse_released_spec(spec), cache_dir=cache_dir)
+    return Path(spec)
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, int, int]:
@@ -110,10 +108,11 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, device: st
                     ) -> AnatCLModel:
     """Load a released AnatCL file or one of this project's checkpoints into an `AnatCLModel` in eval mode.
 
+    `path` is a file, or a released spec 'released:<descriptor>:<fold>' (`resolve_checkpoint`).
     `arch=None` infers the architecture from the keys; an explicit `arch` that disagrees is an error.
     Missing, unexpected or mis-shaped keys are errors naming the keys: there is no partial load.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     state = _state_dict_of(_read(path, map_location="cpu"), path)
     if not any(k.startswith("encoder.") for k in state):
         raise CheckpointError(f"{path}: no 'encoder.*' keys; first keys are {sorted(state)[:5]}")
@@ -151,8 +150,4 @@ def save_checkpoint(path: str | os.PathLike, model: AnatCLModel, **extra: Any) -
 
 def file_digest(path: str | os.PathLike, length: int = 16) -> str:
     """First `length` hex digits of the file's SHA-256 (names caches of a checkpoint's embeddings)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    return sha256_hex(path)[:length]

@@ -1,9 +1,14 @@
-"""Frozen-encoder features for every subject of a cohort: what the downstream probes consume.
+"""Frozen-encoder features for every subject of a cohort, or for one's own NIfTI maps: what the probes consume.
+
+The features are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
+projection is `model(x)`/head, used only by the contrastive loss. (512 is the paper's ResNet-18, 8 x width in
+general.)
 
 Example::
 
     anatcl embed --checkpoint runs/yaware-f0/checkpoint.pth --cohort data/adni --out adni.npy
-    anatcl embed --released global --fold 0 --cohort data/adni --out adni.npy   (needs network once)
+    anatcl embed --checkpoint released:global:0 --cohort data/adni --out adni.npy   (downloads once, then cached)
+    anatcl embed --checkpoint released:global:0 --images derivatives/cat12/ --out features.tsv
 
 Also here: `EmbeddingCache`, the on-disk cache of a checkpoint's features that `anatcl probe` and the
 book's chapters read.
@@ -20,13 +25,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.checkpoints import file_digest, load_checkpoint, load_released
+from anatcl_core.atomic import write_atomic
+from anatcl_core.checkpoints import file_digest, is_released_spec, load_checkpoint, resolve_checkpoint
 from anatcl_core.data.augment import center_crop, training_crop
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
+from anatcl_core.feature_files import FEATURE_FORMATS, check_features_out, write_features
+from anatcl_core.images import GMMap, find_images, inspect_maps, read_map
 from anatcl_core.methods import RELEASED_DESCRIPTORS
 from anatcl_core.precision import bf16_autocast, resolve_device, use_bf16
+from anatcl_core.released import parse_released_spec
+
+#: Said wherever features are produced: which output they are, so nobody probes the projection by mistake.
+FEATURES_NOTE = ("512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d "
+                 "projection is `model(x)`/head, used only by the contrastive loss")
 
 
 class NonFiniteVolumes(ValueError):
@@ -39,6 +51,9 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
                   compile: bool = False, progress: bool = True, ids: list[str] | None = None) -> np.ndarray:
     """volumes: [N, X, Y, Z] (array or memmap) -> [N, model.embed_dim] float32 encoder features (head dropped;
     512 for the paper's ResNet-18, 8 x width in general).
+
+    These are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
+    projection is `model(x)`/head, used only by the contrastive loss.
 
     Each volume is centre-cropped to `crop` (default: the training crop of its grid, 121 x 128 x 121 at 1.5 mm),
     then encoded in batches: in fp32, or under bf16 autocast with `amp=True` (the policy and its reasons:
@@ -105,7 +120,12 @@ def embed_volumes(model: AnatCLModel, volumes: np.ndarray, batch_size: int = 8, 
 
 
 def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | os.PathLike, **kwargs) -> np.ndarray:
-    """Features [N, D] for every subject of `cohort` (a Cohort or its folder) with a model or a checkpoint path."""
+    """Features [N, D] for every subject of `cohort` (a Cohort or its folder) with a model, a checkpoint path or a
+    released spec ('released:global:0'); `kwargs` go to `embed_volumes`.
+
+    These are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
+    projection is `model(x)`/head, used only by the contrastive loss.
+    """
     if not isinstance(model, AnatCLModel):
         model = load_checkpoint(model)
     if not isinstance(cohort, Cohort):
@@ -114,6 +134,42 @@ def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | 
         return embed_volumes(model, cohort.volumes, ids=cohort.participants["participant_id"].tolist(), **kwargs)
     except NonFiniteVolumes as err:
         raise NonFiniteVolumes(f"{cohort.path / 'vbm.npy'}: {err}") from None
+
+
+def embed_maps(model: AnatCLModel, maps: list[GMMap], batch_size: int = 8, device: str = "auto",
+               amp: bool = False, progress: bool = True) -> np.ndarray:
+    """[N, D] float32 features of checked maps (`anatcl_core.images.inspect_maps`), row i for maps[i].
+
+    These are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
+    projection is `model(x)`/head, used only by the contrastive loss. Each map is read (and resampled to the
+    CAT12 grid if it is on another MNI grid) only when its batch is due, so memory holds `batch_size` maps of
+    121 x 145 x 121 float32 (8.5 MB each); then centre crop to 121 x 128 x 121 and encoding as `embed_volumes`.
+    """
+    features = np.empty((len(maps), model.embed_dim), dtype=np.float32)
+    with tqdm(total=len(maps), desc="embedding", unit="image", disable=not progress, leave=False) as bar:
+        for start in range(0, len(maps), batch_size):
+            batch = maps[start:start + batch_size]
+            block = np.stack([read_map(m) for m in batch])
+            features[start:start + len(batch)] = embed_volumes(
+                model, block, batch_size=len(batch), device=device, amp=amp, progress=False,
+                ids=[str(m.path) for m in batch])
+            bar.update(len(batch))
+    return features
+
+
+def embed_images(model: AnatCLModel | str | os.PathLike, images: list[str | os.PathLike], **kwargs
+                 ) -> tuple[list[str], np.ndarray]:
+    """(participant ids [N], [N, D] float32 features) for NIfTI maps: files, folders or glob patterns.
+
+    These are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
+    projection is `model(x)`/head, used only by the contrastive loss. `model` is a model, a checkpoint path or
+    a released spec; every map's header and id is checked before the model is loaded (`anatcl_core.images`);
+    `kwargs` go to `embed_maps`.
+    """
+    maps = inspect_maps(find_images(images))
+    if not isinstance(model, AnatCLModel):
+        model = load_checkpoint(model)
+    return [m.participant_id for m in maps], embed_maps(model, maps, **kwargs)
 
 
 def save_features(path: str | os.PathLike, features: np.ndarray) -> Path:
@@ -140,10 +196,12 @@ class EmbeddingCache:
     embed_cohort: Callable[..., np.ndarray] | None = field(default=None, repr=False)
 
     def path_for(self, checkpoint: str | os.PathLike, cohort_name: str) -> Path:
-        return Path(self.root) / file_digest(checkpoint) / f"{cohort_name}.npy"
+        return Path(self.root) / file_digest(resolve_checkpoint(checkpoint)) / f"{cohort_name}.npy"
 
     def embeddings(self, checkpoint: str | os.PathLike, cohorts: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """checkpoint file + {name: Cohort} -> {name: [N, D] float32 features}, embedding what is not cached."""
+        """checkpoint file (or released spec) + {name: Cohort} -> {name: [N, D] float32 features}, embedding
+        what is not cached."""
+        checkpoint = resolve_checkpoint(checkpoint)
         model = None
         out = {}
         for name, cohort in cohorts.items():
@@ -173,49 +231,83 @@ class EmbeddingCache:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from anatcl_core.cli import int_at_least
+    parser.description = ("Extract features for a cohort folder or for CAT12 grey-matter maps (NIfTI, MNI "
+                          f"space). The features are the {FEATURES_NOTE}.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint of this project or a released AnatCL file")
-    source.add_argument("--released", choices=RELEASED_DESCRIPTORS, help="download the authors' weights")
+    source.add_argument("--checkpoint", metavar="FILE|released:D:F",
+                        help="a checkpoint of this project, a released AnatCL file, or released:DESCRIPTOR:FOLD "
+                             "(e.g. released:global:0) for the authors' weights, downloaded once into $ANATCL_HOME "
+                             "(default ~/.cache/anatcl) and SHA-256 checked")
+    source.add_argument("--released", choices=RELEASED_DESCRIPTORS,
+                        help="the authors' weights; same as --checkpoint released:DESCRIPTOR:FOLD")
     parser.add_argument("--fold", type=int, choices=range(5), default=None,
                         help="fold of the released weights (0-4, default 0); only with --released")
-    parser.add_argument("--cohort", required=True, help="cohort folder (participants.tsv, vbm.npy, desikan_roi.npy, meta.json: data_recipes/README.md)")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--cohort", help="cohort folder (participants.tsv, vbm.npy, desikan_roi.npy, meta.json: "
+                                       "data_recipes/README.md)")
+    data.add_argument("--images", nargs="+", metavar="PATH",
+                      help="CAT12 mwp1 grey-matter maps in MNI space (1.5 mm, 121 x 145 x 121; maps on another "
+                           "MNI grid are resampled, native-space maps refused): NIfTI files, folders (searched "
+                           "recursively for *.nii, *.nii.gz) or quoted glob patterns; participant_id from a BIDS "
+                           "sub-<label> in the file name, else the file name")
     parser.add_argument("--out", required=True,
-                        help="output .npy, [N, D] float32 in participants.tsv order (D = 512 for the paper's ResNet-18)")
+                        help=f"with --cohort: .npy, [N, D] float32 in participants.tsv order; with --images: "
+                             f"{', '.join(FEATURE_FORMATS)} (.parquet needs pyarrow; .npy gets <stem>.ids.tsv), one "
+                             "row per image: participant_id, feature_000 ... (D = 512 for the paper's ResNet-18)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:<index>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (default: fp32, the same numbers on every machine)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the encoder with frozen weights (worth it for large cohorts)")
+                        help="torch.compile the encoder with frozen weights (worth it for large cohorts; "
+                             "--cohort only)")
 
 
 def check_features_path(out: Path, overwrite: bool, protected: list[Path]) -> None:
-    """Refuse an --out that would destroy something: a folder, an input (the checkpoint, a file of the cohort),
-    a file without the .npy suffix, or an existing file unless `overwrite`."""
-    out = out.resolve()
-    if out.suffix != ".npy":
-        raise ValueError(f"--out {out}: expected a file path ending in .npy")
-    if out.is_dir():
-        raise ValueError(f"--out {out}: is a folder; expected a .npy file path")
-    for path in protected:
-        path = path.resolve()
-        if out == path or (path.is_dir() and path in out.parents):
-            raise ValueError(f"--out {out}: would overwrite an input ({path}); write the features elsewhere")
-    if out.exists() and not overwrite:
-        raise ValueError(f"--out {out}: already exists; add --overwrite to replace it, or choose another path")
-    check_writable_folder(out.parent, "--out")
+    """Refuse a cohort's --out that would destroy something: a folder, an input (the checkpoint, a file of the
+    cohort), a file without the .npy suffix, or an existing file unless `overwrite`."""
+    check_features_out(out, overwrite, protected, formats=(".npy",), sidecar=False)
+
+
+def checkpoint_of(args: argparse.Namespace) -> str:
+    """The checkpoint the flags name: --checkpoint as given, or --released D [--fold F] as 'released:D:F'.
+
+    A released spec is parsed here, so a mistyped one is refused before any image or cohort is read.
+    """
+    if args.fold is not None and not args.released:
+        raise ValueError("--fold selects one of the released weights; with --checkpoint the file is the fold")
+    checkpoint = f"released:{args.released}:{args.fold or 0}" if args.released else args.checkpoint
+    if is_released_spec(checkpoint):
+        parse_released_spec(checkpoint)
+    return checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.fold is not None and not args.released:
-        raise ValueError("--fold selects one of the released weights; with --checkpoint the file is the fold")
+    checkpoint = checkpoint_of(args)
     resolve_device(args.device)
-    inputs = [Path(args.cohort)] + ([Path(args.checkpoint)] if args.checkpoint else [])
-    check_features_path(Path(args.out), args.overwrite, inputs)
+    inputs = [] if is_released_spec(checkpoint) else [Path(checkpoint)]
+    if args.images:
+        return run_images(args, checkpoint, inputs)
+    check_features_path(Path(args.out), args.overwrite, [Path(args.cohort), *inputs])
     cohort = Cohort.open(args.cohort)                  # before the model: a bad cohort costs no download
-    model = load_released(args.released, args.fold or 0) if args.released else load_checkpoint(args.checkpoint)
+    model = load_checkpoint(checkpoint)
     features = embed_cohort(model, cohort, batch_size=args.batch_size, device=args.device, amp=args.amp,
                             compile=args.compile)
     print(f"wrote {save_features(args.out, features)}: {features.shape[0]} subjects x {features.shape[1]} features")
+    return 0
+
+
+def run_images(args: argparse.Namespace, checkpoint: str, inputs: list[Path]) -> int:
+    """`anatcl embed --images`: check the output path, then every map's id and header, then load and embed."""
+    if args.compile:
+        raise ValueError("--compile: only with --cohort (maps are read in small batches; compiling would not pay)")
+    out = check_features_out(Path(args.out), args.overwrite, inputs)
+    maps = inspect_maps(find_images(args.images))      # before the model: a bad map costs no download
+    model = load_checkpoint(checkpoint)
+    features = embed_maps(model, maps, batch_size=args.batch_size, device=args.device, amp=args.amp)
+    write_features(out, [m.participant_id for m in maps], features)
+    resampled = sum(not m.on_cat12_grid for m in maps)
+    note = f" ({resampled} resampled to the CAT12 1.5 mm grid)" if resampled else ""
+    print(f"wrote {out}: {features.shape[0]} images{note} x {features.shape[1]} encoder features")
     return 0

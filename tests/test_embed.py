@@ -2,12 +2,15 @@
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from anatcl_core import AnatCLModel, load_checkpoint, save_checkpoint
+from anatcl_core.cli import main
 from anatcl_core.data.augment import center_crop, training_crop
-from anatcl_core.embed import embed_cohort
+from anatcl_core.embed import FEATURES_NOTE, embed_cohort, embed_images
+from anatcl_core.images import CAT12_GRID
 
 
 def test_embed_cohort_equals_the_model_on_centre_crops(tiny_cohort):
@@ -42,3 +45,24 @@ def test_compiled_embedding_with_folded_batchnorm_matches_eager(tiny_cohort):
     eager = embed_cohort(model, tiny_cohort, batch_size=5, device="cpu", amp=False, progress=False)
     compiled = embed_cohort(model, tiny_cohort, batch_size=5, device="cpu", amp=False, compile=True, progress=False)
     np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_embed_images_returns_ids_and_encoder_features_not_projections(tmp_path):
+    torch.manual_seed(2)
+    model = AnatCLModel(width=8, feat_dim=16).eval()
+    data = np.random.default_rng(0).uniform(0, 1, CAT12_GRID[0]).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, CAT12_GRID[1]), str(tmp_path / "mwp1sub-42_T1w.nii"))
+    ids, features = embed_images(model, [tmp_path], device="cpu", progress=False)
+    with torch.no_grad():
+        expected = model.embed(center_crop(torch.from_numpy(data)[None, None], training_crop(CAT12_GRID[0])))
+    assert ids == ["sub-42"] and features.shape == (1, model.embed_dim) == (1, 64)     # 8 x width, not feat_dim 16
+    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_command_help_says_which_features_it_writes(capsys):
+    assert "512-d encoder features" in FEATURES_NOTE and "128-d projection" in FEATURES_NOTE
+    try:
+        main(["embed", "--help"])
+    except SystemExit:
+        pass
+    assert " ".join(capsys.readouterr().out.split()).count("the 128-d projection is `model(x)`/head") == 1

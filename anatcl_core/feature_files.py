@@ -1,0 +1,120 @@
+"""Feature tables on disk: one row per subject, `participant_id` then `feature_000`, `feature_001`, ...
+
+The format follows the file name's extension:
+  .tsv / .csv   text, tab- or comma-separated, floats written with 9 significant digits (float32 round-trips)
+  .parquet      Apache Parquet, written by pyarrow (an optional dependency: `pip install pyarrow`)
+  .npy          the [N, D] float32 array alone, plus a sidecar `<stem>.ids.tsv` with the `participant_id` column
+Every file is written atomically (`anatcl_core.atomic.write_atomic`): a killed run leaves the previous file, or
+none, never half of one. For .npy the sidecar is written first, so a complete array always has its ids.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from anatcl_core.atomic import check_writable_folder, write_atomic
+
+FEATURE_FORMATS = (".tsv", ".csv", ".parquet", ".npy")
+ID_COLUMN = "participant_id"
+
+
+def feature_columns(n: int) -> list[str]:
+    """['feature_000', ..., 'feature_511'] for n = 512 (zero-padded to at least 3 digits)."""
+    digits = max(3, len(str(n - 1)))
+    return [f"feature_{i:0{digits}d}" for i in range(n)]
+
+
+def ids_sidecar(path: str | os.PathLike) -> Path:
+    """'features.npy' -> 'features.ids.tsv': the participant ids of a .npy feature file."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.ids.tsv")
+
+
+def output_files(path: Path) -> list[Path]:
+    """The files writing features to `path` creates: the file itself, and for .npy its ids sidecar."""
+    return [path, ids_sidecar(path)] if path.suffix == ".npy" else [path]
+
+
+def parquet_available() -> bool:
+    """Whether pyarrow, which writes .parquet files, is installed."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def check_features_out(out: Path, overwrite: bool, protected: Sequence[Path],
+                       formats: Sequence[str] = FEATURE_FORMATS, sidecar: bool = True) -> Path:
+    """Refuse an --out that is not usable or would destroy something, before any work; -> the resolved path.
+
+    Refused (ValueError, one line naming --out): a suffix not in `formats`, a folder, a path equal to (or inside,
+    for a folder) one of `protected` (the inputs), an existing output file (for .npy also its ids sidecar)
+    unless `overwrite`, a folder that cannot be written, .parquet without pyarrow installed. `sidecar=False`:
+    a .npy written alone (a cohort's features, whose ids are its participants.tsv).
+    """
+    out = out.resolve()
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a file path ending in {', '.join(formats)}")
+    if out.suffix not in formats:
+        raise ValueError(f"--out {out}: expected a file path ending in {', '.join(formats)}")
+    if out.suffix == ".parquet" and not parquet_available():
+        raise ValueError(f"--out {out}: writing Parquet needs pyarrow, which is not installed; run "
+                         "`pip install pyarrow`, or write .tsv, .csv or .npy")
+    for path in protected:
+        path = path.resolve()
+        if out == path or (path.is_dir() and path in out.parents):
+            raise ValueError(f"--out {out}: would overwrite an input ({path}); write the features elsewhere")
+    existing = [p for p in (output_files(out) if sidecar else [out]) if p.exists()]
+    if existing and not overwrite:
+        what = "" if existing[0] == out else f" its ids file {existing[0]}"
+        raise ValueError(f"--out {out}:{what} already exists; add --overwrite to replace it, or choose another path")
+    check_writable_folder(out.parent, "--out")
+    return out
+
+
+def features_table(ids: Sequence[str], features: np.ndarray) -> pd.DataFrame:
+    """ids [N] + features [N, D] -> DataFrame with `participant_id` then D float32 feature columns."""
+    table = pd.DataFrame(np.asarray(features, dtype=np.float32), columns=feature_columns(features.shape[1]))
+    table.insert(0, ID_COLUMN, list(map(str, ids)))
+    return table
+
+
+def write_features(path: str | os.PathLike, ids: Sequence[str], features: np.ndarray) -> list[Path]:
+    """Write ids [N] and features [N, D] to `path` in the format of its suffix; -> the files written."""
+    path = Path(path)
+    if len(ids) != len(features):
+        raise ValueError(f"{path}: {len(ids)} ids for {len(features)} feature rows; expected one id per row")
+    if path.suffix == ".npy":
+        ids_text = pd.DataFrame({ID_COLUMN: list(map(str, ids))}).to_csv(sep="\t", index=False)
+        write_atomic(ids_sidecar(path), lambda f: f.write(ids_text.encode()))
+        write_atomic(path, lambda f: np.save(f, np.asarray(features, dtype=np.float32)))
+        return [path, ids_sidecar(path)]
+    table = features_table(ids, features)
+    if path.suffix in (".tsv", ".csv"):
+        text = table.to_csv(sep="\t" if path.suffix == ".tsv" else ",", index=False, float_format="%.9g")
+        write_atomic(path, lambda f: f.write(text.encode()))
+    elif path.suffix == ".parquet":
+        write_atomic(path, lambda f: table.to_parquet(f, engine="pyarrow", index=False))
+    else:
+        raise ValueError(f"{path}: expected a file path ending in {', '.join(FEATURE_FORMATS)}")
+    return [path]
+
+
+def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """(ids [N], features [N, D] float32) from a file `write_features` wrote (any of FEATURE_FORMATS)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        ids = pd.read_csv(ids_sidecar(path), sep="\t", dtype=str)[ID_COLUMN].tolist()
+        return ids, np.load(path).astype(np.float32, copy=False)
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif path.suffix in (".tsv", ".csv"):
+        table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={ID_COLUMN: str})
+    else:
+        raise ValueError(f"{path}: expected a file path ending in {', '.join(FEATURE_FORMATS)}")
+    if ID_COLUMN not in table.columns:
+        raise ValueError(f"{path}: no '{ID_COLUMN}' column; found {list(table.columns[:5])}")
+    columns = [c for c in table.columns if c != ID_COLUMN]
+    return table[ID_COLUMN].astype(str).tolist(), table[columns].to_numpy(dtype=np.float32)
