@@ -1,0 +1,87 @@
+"""`probe_feature_file`: any label on a feature file finds planted signal, sits at chance on noise, and refuses
+what it cannot join, with one line."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anatcl_core.feature_files import write_features
+from anatcl_core.feature_probe import guess_kind, probe_feature_file
+
+
+def planted(tmp_path, n=120, d=16, seed=0):
+    """Features whose first column carries `score` and `group`; the rest is noise. Files are shuffled apart."""
+    rng = np.random.default_rng(seed)
+    tmp_path.mkdir(exist_ok=True)
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    group = rng.integers(0, 2, n)
+    score = rng.normal(50, 10, n)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    X[:, 0] += 3.0 * (group - 0.5)
+    X[:, 1] += (score - 50) / 5
+    write_features(tmp_path / "features.tsv", ids, X)
+    labels = pd.DataFrame({"participant_id": ids, "group": np.where(group, "patient", "control"), "score": score,
+                           "noise": rng.integers(0, 2, n), "site": rng.integers(0, 4, n)}).sample(frac=1, random_state=1)
+    labels.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    return tmp_path / "features.tsv", tmp_path / "participants.tsv"
+
+
+def test_planted_signal_is_found_and_noise_sits_at_chance(tmp_path):
+    features, labels = planted(tmp_path)
+    group, folds = probe_feature_file(features, labels, "group")
+    assert group.metric == "balanced_accuracy" and group.mean > 70 and len(folds) == 5
+    # chance: over seeds the mean sits at 50 with an SD of ~7 points at 120 subjects; 400 make it ~3
+    features, labels = planted(tmp_path / "large", n=400)
+    noise, _ = probe_feature_file(features, labels, "noise", kind="classification")
+    assert abs(noise.mean - 50) < 8
+    features, labels = planted(tmp_path / "small")
+    score, _ = probe_feature_file(features, labels, "score", groups="site")
+    assert score.metric == "mae" and score.mean < 0.6 * 10         # well under the SD of the score
+    assert set(folds.columns) == {"fold", "metric", "score", "penalty"}
+
+
+def test_the_kind_is_guessed_from_the_values():
+    assert guess_kind(pd.Series(["a", "b"])) == "classification"
+    assert guess_kind(pd.Series([0, 1, 1, 0])) == "classification"
+    assert guess_kind(pd.Series(np.linspace(0, 1, 50))) == "regression"
+
+
+def test_rows_without_a_label_are_left_out_and_said(tmp_path):
+    features, labels = planted(tmp_path)
+    table = pd.read_csv(labels, sep="\t")
+    table.loc[table.index[:10], "score"] = np.nan
+    table.iloc[5:].to_csv(labels, sep="\t", index=False)
+    result, _ = probe_feature_file(features, labels, "score")
+    assert result.n_samples == 120 - 5 - 5 and "5 feature row(s) have no row in the labels" in result.note
+    assert "subject(s) without a value of 'score' left out" in result.note
+
+
+def test_a_class_too_small_is_not_evaluable_and_says_why(tmp_path):
+    features, labels = planted(tmp_path)
+    table = pd.read_csv(labels, sep="\t")
+    table["rare"] = "common"
+    table.loc[table.index[0], "rare"] = "rare"
+    table.to_csv(labels, sep="\t", index=False)
+    result, folds = probe_feature_file(features, labels, "rare")
+    assert not result.evaluable and "has 1 subject" in result.note and folds.empty
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.drop(columns="participant_id"), "no 'participant_id' column"),
+    (lambda t: t.assign(participant_id="x" + t["participant_id"]), "none of the 120 feature rows' ids"),
+    (lambda t: pd.concat([t, t.iloc[:1]]), "field 'participant_id' repeats"),
+    (lambda t: t.assign(score="high"), "holds non-numbers"),
+])
+def test_what_cannot_be_joined_is_refused_in_one_line(tmp_path, edit, message):
+    features, labels = planted(tmp_path)
+    edit(pd.read_csv(labels, sep="\t")).to_csv(labels, sep="\t", index=False)
+    with pytest.raises(ValueError, match=message) as err:
+        probe_feature_file(features, labels, "score", kind="regression")
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_an_unknown_target_names_the_columns(tmp_path):
+    features, labels = planted(tmp_path)
+    with pytest.raises(ValueError, match=r"no column 'diagnosis'; the columns are \['participant_id', 'group'"):
+        probe_feature_file(features, labels, "diagnosis")
