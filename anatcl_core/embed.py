@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from anatcl_core.atomic import write_atomic
 from anatcl_core.checkpoints import file_digest, is_released_spec, load_checkpoint, resolve_checkpoint
 from anatcl_core.data.augment import center_crop, training_crop
-from anatcl_core.data.cohort import Cohort
+from anatcl_core.data.cohort import GRIDS, Cohort
 from anatcl_core.encoder import AnatCLModel, check_volume_batch
 from anatcl_core.feature_files import FEATURE_FORMATS, check_features_out, write_features
 from anatcl_core.images import GMMap, find_images, inspect_maps, read_map
@@ -137,19 +137,21 @@ def embed_cohort(model: AnatCLModel | str | os.PathLike, cohort: Cohort | str | 
 
 
 def embed_maps(model: AnatCLModel, maps: list[GMMap], batch_size: int = 8, device: str = "auto",
-               amp: bool = False, progress: bool = True) -> np.ndarray:
+               amp: bool = False, progress: bool = True, voxel_size: float = 1.5) -> np.ndarray:
     """[N, D] float32 features of checked maps (`anatcl_core.images.inspect_maps`), row i for maps[i].
 
     These are the 512-d encoder features (the authors' anatcl package `forward` returns the same); the 128-d
     projection is `model(x)`/head, used only by the contrastive loss. Each map is read (and resampled to the
     CAT12 grid if it is on another MNI grid) only when its batch is due, so memory holds `batch_size` maps of
     121 x 145 x 121 float32 (8.5 MB each); then centre crop to 121 x 128 x 121 and encoding as `embed_volumes`.
+    `voxel_size` names the grid of `GRIDS` the encoder was trained on: 1.5 (CAT12, the released weights) or 3.0
+    (this project's CPU-sized encoders, whose maps are resampled to 61 x 73 x 61 and cropped to 61 x 64 x 61).
     """
     features = np.empty((len(maps), model.embed_dim), dtype=np.float32)
     with tqdm(total=len(maps), desc="embedding", unit="image", disable=not progress, leave=False) as bar:
         for start in range(0, len(maps), batch_size):
             batch = maps[start:start + batch_size]
-            block = np.stack([read_map(m) for m in batch])
+            block = np.stack([read_map(m, GRIDS[voxel_size]) for m in batch])
             features[start:start + len(batch)] = embed_volumes(
                 model, block, batch_size=len(batch), device=device, amp=amp, progress=False,
                 ids=[str(m.path) for m in batch])
@@ -166,7 +168,7 @@ def embed_images(model: AnatCLModel | str | os.PathLike, images: list[str | os.P
     a released spec; every map's header and id is checked before the model is loaded (`anatcl_core.images`);
     `kwargs` go to `embed_maps`.
     """
-    maps = inspect_maps(find_images(images))
+    maps = inspect_maps(find_images(images), GRIDS[kwargs.get("voxel_size", 1.5)])
     if not isinstance(model, AnatCLModel):
         model = load_checkpoint(model)
     return [m.participant_id for m in maps], embed_maps(model, maps, **kwargs)
@@ -254,6 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --cohort: .npy, [N, D] float32 in participants.tsv order; with --images: "
                              f"{', '.join(FEATURE_FORMATS)} (.parquet needs pyarrow; .npy gets <stem>.ids.tsv), one "
                              "row per image: participant_id, feature_000 ... (D = 512 for the paper's ResNet-18)")
+    parser.add_argument("--voxel-size", type=float, choices=sorted(GRIDS), default=1.5,
+                        help="with --images: the grid the encoder was trained on, in mm (default 1.5: CAT12, the "
+                             "released weights; 3.0: this project's CPU-sized encoders); maps are resampled to it")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:<index>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -303,11 +308,13 @@ def run_images(args: argparse.Namespace, checkpoint: str, inputs: list[Path]) ->
     if args.compile:
         raise ValueError("--compile: only with --cohort (maps are read in small batches; compiling would not pay)")
     out = check_features_out(Path(args.out), args.overwrite, inputs)
-    maps = inspect_maps(find_images(args.images))      # before the model: a bad map costs no download
+    grid = GRIDS[args.voxel_size]
+    maps = inspect_maps(find_images(args.images), grid)    # before the model: a bad map costs no download
     model = load_checkpoint(checkpoint)
-    features = embed_maps(model, maps, batch_size=args.batch_size, device=args.device, amp=args.amp)
+    features = embed_maps(model, maps, batch_size=args.batch_size, device=args.device, amp=args.amp,
+                          voxel_size=args.voxel_size)
     write_features(out, [m.participant_id for m in maps], features)
-    resampled = sum(not m.on_cat12_grid for m in maps)
-    note = f" ({resampled} resampled to the CAT12 1.5 mm grid)" if resampled else ""
+    resampled = sum(not m.on_grid for m in maps)
+    note = f" ({resampled} resampled to the {args.voxel_size:g} mm grid {list(grid[0])})" if resampled else ""
     print(f"wrote {out}: {features.shape[0]} images{note} x {features.shape[1]} encoder features")
     return 0

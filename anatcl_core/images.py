@@ -32,7 +32,7 @@ import numpy as np
 
 from anatcl_core.data.cohort import GRIDS
 from anatcl_core.data.importers.errors import SourceDataError
-from anatcl_core.data.importers.images import check_mni_placement, to_grid
+from anatcl_core.data.importers.images import Grid, check_mni_placement, to_grid
 
 #: The CAT12 grid: ((121, 145, 121) voxels, [4, 4] voxel-to-MNI-mm affine at 1.5 mm).
 CAT12_GRID = GRIDS[1.5]
@@ -53,11 +53,11 @@ class MapError(ValueError):
 
 @dataclass(frozen=True)
 class GMMap:
-    """One input map, its header checked: `path`, `participant_id`, and whether it lies on the CAT12 grid already."""
+    """One input map, its header checked: `path`, `participant_id`, and whether it lies on the target grid already."""
 
     path: Path
     participant_id: str
-    on_cat12_grid: bool
+    on_grid: bool
 
 
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
@@ -132,10 +132,10 @@ def open_map(path: Path) -> nib.Nifti1Image:
     return image
 
 
-def check_mni_space(affine: np.ndarray, shape: Sequence[int], path: Path) -> bool:
-    """Refuse a header that is clearly not MNI space (see the module docstring); -> whether it is the CAT12 grid.
+def check_mni_space(affine: np.ndarray, shape: Sequence[int], path: Path, grid: Grid = CAT12_GRID) -> bool:
+    """Refuse a header that is clearly not MNI space (see the module docstring); -> whether it is `grid` already.
 
-    affine: [4, 4] voxel-to-mm; shape: 3 voxel counts.
+    affine: [4, 4] voxel-to-mm; shape: 3 voxel counts; grid: (shape, affine), a value of `GRIDS`.
     """
     rotation = np.asarray(affine, dtype=np.float64)[:3, :3]
     lengths = np.linalg.norm(rotation, axis=0)
@@ -158,7 +158,7 @@ def check_mni_space(affine: np.ndarray, shape: Sequence[int], path: Path) -> boo
         check_mni_placement(affine, tuple(shape), str(path), CAT12_GRID, MAX_CENTRE_OFFSET_MM)
     except SourceDataError as err:
         raise MapError(str(err)) from None
-    return tuple(shape) == CAT12_GRID[0] and np.allclose(affine, CAT12_GRID[1], atol=1e-3)
+    return tuple(shape) == grid[0] and np.allclose(affine, grid[1], atol=1e-3)
 
 
 def brain_coverage(affine: np.ndarray, shape: Sequence[int]) -> tuple[float, list[tuple[float, float]]]:
@@ -175,19 +175,21 @@ def brain_coverage(affine: np.ndarray, shape: Sequence[int]) -> tuple[float, lis
     return fraction, box
 
 
-def inspect_maps(paths: Sequence[Path]) -> list[GMMap]:
-    """Check ids and headers of every map before any voxel is read (a bad file costs no model load or download)."""
+def inspect_maps(paths: Sequence[Path], grid: Grid = CAT12_GRID) -> list[GMMap]:
+    """Check ids and headers of every map before any voxel is read (a bad file costs no model load or download).
+
+    `grid` is the grid the encoder was trained on (the CAT12 1.5 mm grid for the released weights)."""
     ids = assign_ids(paths)
     maps = []
     for path, subject in zip(paths, ids):
         image = open_map(path)
-        maps.append(GMMap(path, subject, check_mni_space(image.affine, image.shape, path)))
+        maps.append(GMMap(path, subject, check_mni_space(image.affine, image.shape, path, grid)))
     return maps
 
 
-def read_map(gm_map: GMMap) -> np.ndarray:
-    """The map's voxels on the CAT12 grid: float32 [121, 145, 121], resampled (cubic spline, clipped to the input
-    range) when its grid differs. Refused (MapError): unreadable data, NaN/inf voxels, an all-zero map."""
+def read_map(gm_map: GMMap, grid: Grid = CAT12_GRID) -> np.ndarray:
+    """The map's voxels on `grid` (default CAT12: float32 [121, 145, 121]), resampled (cubic spline, clipped to
+    the input range) when its grid differs. Refused (MapError): unreadable data, NaN/inf voxels, an all-zero map."""
     image = open_map(gm_map.path)
     try:
         data = np.asarray(image.get_fdata(dtype=np.float32))
@@ -199,4 +201,4 @@ def read_map(gm_map: GMMap) -> np.ndarray:
                        "a finite modulated grey-matter map")
     if not np.any(data):
         raise MapError(f"{gm_map.path}: every voxel is zero; expected a modulated grey-matter map")
-    return to_grid(data, image.affine, CAT12_GRID)
+    return to_grid(data, image.affine, grid)

@@ -66,3 +66,23 @@ def test_the_command_help_says_which_features_it_writes(capsys):
     except SystemExit:
         pass
     assert " ".join(capsys.readouterr().out.split()).count("the 128-d projection is `model(x)`/head") == 1
+
+
+def test_images_embed_on_the_grid_the_encoder_was_trained_on(tmp_path):
+    """A 3 mm encoder (the book's CPU runs) reads maps resampled to the 3 mm grid: equal to embedding that grid's
+    volume directly, and a map already on it is used as is."""
+    import nibabel as nib
+
+    from anatcl_core.data.cohort import GRIDS
+    from anatcl_core.embed import embed_images, embed_volumes
+    from anatcl_core.encoder import AnatCLModel
+
+    torch.manual_seed(0)
+    model = AnatCLModel("resnet18", width=8).eval()
+    shape, affine = GRIDS[3.0]
+    volume = np.random.default_rng(0).random(shape, dtype=np.float32)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "mwp1sub-07_T1w.nii.gz")
+    ids, features = embed_images(model, [tmp_path], device="cpu", progress=False, voxel_size=3.0)
+    direct = embed_volumes(model, volume[None], device="cpu", progress=False)
+    assert ids == ["sub-07"] and features.shape == (1, 64)
+    np.testing.assert_allclose(features, direct, rtol=1e-5, atol=1e-6)

@@ -103,7 +103,7 @@ def test_maps_on_mni_2mm_grids_are_resampled_to_the_cat12_grid(tmp_path, small_c
     ras = MNI2_AFFINE @ np.array([[-1.0, 0, 0, MNI2_SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     write_map(tmp_path / "mwp1sub-c.nii", smooth_map(MNI2_SHAPE, ras), ras)            # same brain, stored RAS
     maps = inspect_maps(find_images([tmp_path / "mwp1sub-*.nii"]))
-    assert [(m.participant_id, m.on_cat12_grid) for m in maps] == [("sub-a", True), ("sub-b", False), ("sub-c", False)]
+    assert [(m.participant_id, m.on_grid) for m in maps] == [("sub-a", True), ("sub-b", False), ("sub-c", False)]
     fine, coarse, flipped = (read_map(m) for m in maps)
     assert coarse.shape == CAT12_SHAPE and np.abs(coarse - fine).max() < 0.01 * fine.max()
     np.testing.assert_allclose(flipped, coarse, atol=1e-5)
