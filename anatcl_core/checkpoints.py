@@ -91,7 +91,7 @@ def _read(path: Path, map_location) -> Any:
             f"re-save its state dict: torch.save({{'model': obj['model']}}, new_path). Detail: {err}") from None
     except Exception as err:   # arbitrary bytes trip the unpickler in arbitrary ways (IndexError, KeyError, ...)
         detail = " ".join(str(err).split())[:160] or type(err).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (empty, truncated or corrupt: {detail}); "
+        raise CheckpointError(f"{path}: not a torch checkpoint (unreadable: empty, truncated or corrupt: {detail}); "
                               "expected a file written by torch.save") from None
 
 
