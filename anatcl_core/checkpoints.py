@@ -85,10 +85,13 @@ def _read(path: Path, map_location) -> Any:
         if "Unsupported global" not in str(err):      # random bytes, an HTML error page, a text file, ...
             raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save archive, nor a pickle of "
                                   "tensors and plain containers); expected a file written by torch.save") from None
+        # torch's message runs over several lines; the name of the refused global is what the user needs
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects that would run code when unpickled "
-            f"(torch.load(weights_only=True) only accepts tensors and plain containers). If you trust the file, "
-            f"re-save its state dict: torch.save({{'model': obj['model']}}, new_path). Detail: {err}") from None
+            f"(torch.load(weights_only=True) only accepts tensors and plain containers; this file asks for "
+            f"{named.group(1) if named else 'an unsupported global'}). If you trust the file, "
+            f"re-save its state dict: torch.save({{'model': obj['model']}}, new_path)") from None
     except Exception as err:   # arbitrary bytes trip the unpickler in arbitrary ways (IndexError, KeyError, ...)
         detail = " ".join(str(err).split())[:160] or type(err).__name__
         raise CheckpointError(f"{path}: not a torch checkpoint (unreadable: empty, truncated or corrupt: {detail}); "
@@ -146,6 +149,17 @@ def save_checkpoint(path: str | os.PathLike, model: AnatCLModel, **extra: Any) -
     payload = {"model": model.state_dict(), "arch": model.arch, "feat_dim": model.feat_dim, "width": model.width,
                **extra}
     return write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def save_released_format(path: str | os.PathLike, model: AnatCLModel) -> Path:
+    """Write `{'model': state_dict}` atomically: the layout of the authors' released files, nothing else.
+
+    Loading such a file infers the architecture from its keys, as for the released weights, so a model of
+    ours saved this way exercises their code path (the book's "own data" chapter puts one in a weights cache).
+    """
+    model = getattr(model, "module", model)          # unwrap DistributedDataParallel
+    state = getattr(model, "_orig_mod", model).state_dict()
+    return write_atomic(path, lambda f: torch.save({"model": state}, f))
 
 
 def file_digest(path: str | os.PathLike, length: int = 16) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.methods import method_in_name
+from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, metric_for, not_evaluable, plan_folds,
                                score, search_notes)
 from anatcl_core.tasks import TaskColumnError, TaskSpec, select_tasks
@@ -31,12 +32,15 @@ OPENBHB_TEST_SPLITS = ("internal_test", "external_test")
 
 
 def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, *, grid: Sequence[float] | None = None,
-                     inner_splits: int = 3, seed: int = 0, n_jobs: int | None = None) -> dict[str, ProbeResult]:
+                     inner_splits: int | None = None, seed: int = 0, n_jobs: int | None = None,
+                     protocol: str | ProbeProtocol = "ours") -> dict[str, ProbeResult]:
     """The paper's OpenBHB protocol: fit on `split == "train"`, score `internal_test` and `external_test`.
 
     X: [N, d] embeddings of the whole OpenBHB cohort (row i = participants row i).
     Returns {test split name: ProbeResult with one score}.
     """
+    protocol = get_protocol(protocol)
+    inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     rows, y = task.resolve(participants)
     split = participants["split"].to_numpy()[rows]
     train = split == "train"
@@ -47,7 +51,7 @@ def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, 
         return {name: not_evaluable(metric, int((split == name).sum()), reason) for name in OPENBHB_TEST_SPLITS}
     features = np.asarray(X)[rows]
     estimator, chosen = fit_probe(features[train], y[train], task.kind, grid=grid, inner_splits=inner_splits,
-                                  seed=seed, n_jobs=n_jobs)
+                                  seed=seed, n_jobs=n_jobs, protocol=protocol)
     results = {}
     for name in OPENBHB_TEST_SPLITS:
         test = split == name
@@ -56,22 +60,26 @@ def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, 
             continue
         counts = tuple(int(c) for c in np.bincount(y[test])) if task.kind == "classification" else ()
         note = "; ".join([f"fit on {int(train.sum())} train rows, scored on {int(test.sum())} {name} rows"]
-                         + search_notes([np.nan if chosen is None else chosen], grid, task.kind, inner_splits))
+                         + search_notes([np.nan if chosen is None else chosen], grid, task.kind, inner_splits,
+                                        protocol))
         results[name] = ProbeResult(metric, (score(task.kind, y[test], estimator.predict(features[test])),),
                                     int(test.sum()), 1, 1, counts, (np.nan if chosen is None else chosen,), note)
     return results
 
 
-RESULT_COLUMNS = ("method", "fold", "task", "cohort", "table", "metric", "evaluation", "score", "std", "n",
-                  "n_splits", "n_repeats", "class_counts", "evaluable", "note")
+#: One row per (method, pretraining fold, task, evaluation). score and std: mean and SD (ddof=0) over the
+#: `n_scored` test folds; protocol: the probe's (`probe_protocol.PROTOCOLS`).
+RESULT_COLUMNS = ("method", "fold", "task", "cohort", "table", "metric", "evaluation", "score", "std", "n_scored",
+                  "n", "n_splits", "n_repeats", "class_counts", "evaluable", "protocol", "note")
 
 
-def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeResult) -> dict[str, Any]:
+def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeResult,
+         protocol: str) -> dict[str, Any]:
     return {"method": method, "fold": fold, "task": task.id, "cohort": task.cohort, "table": task.table,
             "metric": result.metric, "evaluation": evaluation, "score": result.mean, "std": result.std,
-            "n": result.n_samples, "n_splits": result.n_splits, "n_repeats": result.n_repeats,
-            "class_counts": "/".join(map(str, result.class_counts)), "evaluable": result.evaluable,
-            "note": result.note}
+            "n_scored": len(result.scores), "n": result.n_samples, "n_splits": result.n_splits,
+            "n_repeats": result.n_repeats, "class_counts": "/".join(map(str, result.class_counts)),
+            "evaluable": result.evaluable, "protocol": protocol, "note": result.note}
 
 
 def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task: TaskSpec, *,
@@ -99,7 +107,8 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
                          "expected finite features: check the checkpoint (did its training diverge?)")
     try:
         if task.protocol == "openbhb":
-            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs") if k in probe_options}
+            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs", "protocol")
+                    if k in probe_options}
             return evaluate_openbhb(X, participants, task, **keep)
         rows, y = task.resolve(participants)
     except TaskColumnError as err:           # e.g. a cohort imported without the columns this task reads
@@ -118,13 +127,14 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
     One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
     """
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
+    protocol = get_protocol(probe_options.get("protocol", "ours")).name
     rows = []
     for (method, fold), by_cohort in embeddings.items():
         for task in specs:
             log.info("probe %s fold %s: %s", method, fold, task.id)
             results = evaluate_task(by_cohort.get(task.cohort), cohorts.get(task.cohort), task,
                                     groups_column=groups_column, **probe_options)
-            rows.extend(_row(method, fold, task, name, result) for name, result in results.items())
+            rows.extend(_row(method, fold, task, name, result, protocol) for name, result in results.items())
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -155,21 +165,85 @@ def parse_checkpoint(spec: str) -> tuple[str, int, Path]:
 
 def add_arguments(parser: Any) -> None:
     from anatcl_core.cli import int_at_least
-    parser.add_argument("--checkpoint", nargs="+", required=True, metavar="[METHOD[:FOLD]=]PATH",
+    parser.description = ("Cross-validated linear probes: the paper's tasks on checkpoints (--checkpoint, --data, "
+                          "--out), or any label of your own on a feature file (--features, --labels, --target).")
+    parser.add_argument("--checkpoint", nargs="+", metavar="[METHOD[:FOLD]=]PATH",
                         help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
-    parser.add_argument("--data", required=True, type=Path, help="folder holding one cohort folder per dataset")
+    parser.add_argument("--data", type=Path, help="folder holding one cohort folder per dataset")
     parser.add_argument("--tasks", nargs="+", default=["all"], metavar="ID", help="task ids, or 'all' (default)")
-    parser.add_argument("--out", required=True, type=Path, help="results CSV (one row per method, fold, task)")
+    parser.add_argument("--features", type=Path, metavar="FILE",
+                        help="a feature file of `anatcl embed` (.tsv, .csv, .parquet, .npy + ids) to probe a label on")
+    parser.add_argument("--labels", type=Path, metavar="FILE",
+                        help="with --features: a participants table (.tsv or .csv) with participant_id and the target")
+    parser.add_argument("--target", metavar="COLUMN", help="with --features: the labels column to predict")
+    parser.add_argument("--kind", choices=("classification", "regression"),
+                        help="with --features: the target's kind (default: guessed from its values)")
+    parser.add_argument("--groups", metavar="COLUMN",
+                        help="with --features: a labels column (e.g. site) whose groups are kept whole within folds")
+    parser.add_argument("--out", type=Path,
+                        help="results CSV: one row per method, fold and task (with --checkpoint, required), or one "
+                             "row per test fold (with --features, optional)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding cache folder (default: 'embedding_cache' beside --out)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
     parser.add_argument("--n-splits", type=int_at_least(2), default=5, help="outer cross-validation folds")
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="ours",
+                        help="how the probe is fitted: " + "; ".join(f"{p.name}: {p.description}"
+                                                                     for p in PROTOCOLS.values()))
     parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
 
 
+_FEATURE_FLAGS = ("labels", "target", "kind", "groups")
+
+
+def _check_mode(args: Any) -> None:
+    """One of the two uses, with what it needs; a mix of both is refused before any work."""
+    if args.features is not None:
+        if args.checkpoint or args.data is not None:
+            raise ValueError("--features probes a feature file; --checkpoint/--data probe the paper's tasks: "
+                             "give one or the other")
+        missing = [f"--{name}" for name in ("labels", "target") if getattr(args, name) is None]
+        if missing:
+            raise ValueError(f"--features needs {' and '.join(missing)} (the participants table and its column)")
+        return
+    given = [f"--{name}" for name in _FEATURE_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only go with --features FILE")
+    missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--data", args.data),
+                                        ("--out", args.out)) if not value]
+    if missing:
+        raise ValueError(f"expected {', '.join(missing)} (the paper's tasks), or --features, --labels and --target "
+                         "(a label of your own)")
+
+
+def run_features(args: Any) -> int:
+    """`anatcl probe --features`: one label of the user's, probed on a feature file; fold scores printed."""
+    from anatcl_core.feature_probe import probe_feature_file
+    if args.out is not None:
+        check_writable_folder(Path(args.out).resolve().parent, "--out")
+    result, folds = probe_feature_file(args.features, args.labels, args.target, args.kind, args.groups,
+                                       n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
+    unit = "%" if result.metric == "balanced_accuracy" else f" ({args.target}'s unit)"
+    if result.evaluable:
+        print(f"{args.target}: {result.metric} {result.mean:.2f}{unit} +/- {result.std:.2f} (SD over "
+              f"{len(result.scores)} test folds), {result.n_samples} subjects, protocol {args.protocol}")
+        print(folds.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    else:
+        print(f"{args.target}: {result.note}")
+    if result.note and result.evaluable:
+        print(f"note: {result.note}")
+    if args.out is not None:
+        write_atomic(args.out, lambda f: folds.to_csv(f, index=False))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def run(args: Any) -> int:
     """`anatcl probe`: embed the needed cohorts (cached), run the probes, write the tidy results CSV."""
+    _check_mode(args)
+    if args.features is not None:
+        return run_features(args)
     from anatcl_core.data.cohort import Cohort
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
@@ -195,7 +269,7 @@ def run(args: Any) -> int:
     for (method, fold), path in named.items():
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
-                             n_splits=args.n_splits, seed=args.seed)
+                             n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
     write_atomic(args.out, lambda f: results.to_csv(f, index=False))
     shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

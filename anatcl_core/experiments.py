@@ -6,6 +6,11 @@ Everything lives under one `output_dir`, so each chapter reuses what an earlier 
   embeddings/              cached features (`embed.EmbeddingCache`)
   tables/table<N>.csv      probe results of the paper's Table N (`results_path`)
 
+Besides the six methods, `methods` may name the authors' released encoders, 'released-global' and
+'released-local' (`methods.RELEASED_METHODS`): fold k is their released file of pretraining fold k, read from the
+weights cache (`released_home`, else $ANATCL_HOME, else ~/.cache/anatcl; downloaded once when absent). They are
+never trained here, and they only read cohorts on the 1.5 mm CAT12 grid they were trained on.
+
 `progress=False` keeps progress bars off (the book's pages); the default shows them.
 """
 from __future__ import annotations
@@ -20,8 +25,9 @@ from anatcl_core.age_probe import compare_encoders
 from anatcl_core.atomic import write_atomic
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel
-from anatcl_core.methods import method_ids
+from anatcl_core.methods import method_ids, released_descriptor
 from anatcl_core.pretrain import PretrainConfig, pretrain
+from anatcl_core.released import released_path
 from anatcl_core.embed import EmbeddingCache, embed_volumes
 from anatcl_core.evaluation import evaluate_tasks
 from anatcl_core.tasks import TaskSpec, tasks_for
@@ -55,7 +61,7 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
     So a chapter run alone in a fresh runtime trains what it needs, and one run after the pretraining chapter
     reuses its encoders without retraining or comparing settings. Returns {method: checkpoint}.
     """
-    found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in methods}
+    found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in methods if not released_descriptor(m)}
     missing = [m for m, path in found.items() if not path.exists()]
     if missing:
         found.update(pretrain_methods(data_root, output_dir, missing, fold, **overrides))
@@ -67,31 +73,56 @@ def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]
     return {n: Cohort.open(Path(data_root) / n) for n in names if (Path(data_root) / n / "meta.json").exists()}
 
 
+def encoder_checkpoint(output_dir: str | Path, method: str, fold: int, released_home: str | Path | None = None,
+                       progress: bool = True) -> Path:
+    """The checkpoint file of `method` at pretraining `fold`: the run's (`run_dir`), or for 'released-<d>' the
+    authors' file in the weights cache (downloaded once, SHA-256 checked; `released.released_path`)."""
+    descriptor = released_descriptor(method)
+    if descriptor is not None:
+        return released_path(descriptor, fold, released_home, progress=progress)
+    checkpoint = run_dir(output_dir, method, fold) / "checkpoint.pth"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no pretrained checkpoint for {method} fold {fold}; "
+                                "run the pretraining chapter (or anatcl pretrain) first")
+    return checkpoint
+
+
+def check_released_grid(method: str, cohorts: dict[str, Cohort]) -> None:
+    """Refuse the released weights on cohorts that are not on the 1.5 mm grid the authors trained them on:
+    a CPU-sized 3 mm cohort would give features, but features of inputs the encoder never saw."""
+    for name, cohort in cohorts.items():
+        sizes = [float(v) for v in cohort.meta["voxel_size_mm"]]
+        if not all(abs(v - 1.5) < 1e-3 for v in sizes):
+            raise ValueError(f"{cohort.path}: field 'voxel_size_mm' is {sizes}; {method} (the authors' weights) "
+                             "was trained on 1.5 mm CAT12 maps: point data_root at 1.5 mm cohorts (data_recipes/ "
+                             "for real data, anatcl synth --resolution 1.5 for synthetic) or leave it out of methods")
+
+
 def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=method_ids(), fold: int = 0,
                       device: str = "auto", batch_size: int = 8, cohort_names=COHORT_NAMES, progress: bool = True,
-                      ) -> dict[tuple[str, int], dict]:
-    """{(method, fold): {cohort: [N, D]}} from the runs' checkpoints (D = 8 x width), embedding only what is not
-    cached."""
+                      released_home: str | Path | None = None) -> dict[tuple[str, int], dict]:
+    """{(method, fold): {cohort: [N, D]}} from the methods' checkpoints (`encoder_checkpoint`; D = 8 x width),
+    embedding only what is not cached."""
     cache = EmbeddingCache(Path(output_dir) / "embeddings", batch_size=batch_size, device=device, progress=progress)
     cohorts = open_cohorts(data_root, cohort_names)
-    out = {}
-    for method in methods:
-        checkpoint = run_dir(output_dir, method, fold) / "checkpoint.pth"
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"{checkpoint}: no pretrained checkpoint for {method} fold {fold}; "
-                                    "run the pretraining chapter (or anatcl pretrain) first")
-        out[(method, fold)] = cache.embeddings(checkpoint, cohorts)
-    return out
+    for method in methods:                     # every refusal before the first download or embedding
+        if released_descriptor(method):
+            check_released_grid(method, cohorts)
+    return {(method, fold): cache.embeddings(encoder_checkpoint(output_dir, method, fold, released_home, progress),
+                                             cohorts)
+            for method in methods}
 
 
 def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[TaskSpec | str],
                      methods=method_ids(), fold: int = 0, seed: int = 0, n_splits: int = 5, progress: bool = True,
-                     **probe_options) -> pd.DataFrame:
+                     released_home: str | Path | None = None, **probe_options) -> pd.DataFrame:
     """Linear probes of every method's frozen features on `tasks` -> tidy results (see evaluation.evaluate_tasks).
 
-    probe_options go to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
+    released_home: the weights cache of any 'released-<d>' method (see the module docstring). probe_options go
+    to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
     """
-    embeddings = method_embeddings(data_root, output_dir, methods, fold, progress=progress)
+    embeddings = method_embeddings(data_root, output_dir, methods, fold, progress=progress,
+                                   released_home=released_home)
     participants = {n: c.participants for n, c in open_cohorts(data_root).items()}
     return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
 
@@ -103,7 +134,7 @@ def results_path(output_dir: str | Path, table: int) -> Path:
 
 def table_results(data_root: str | Path, output_dir: str | Path, table: int, methods=method_ids(), fold: int = 0,
                   seed: int = 0, n_splits: int = 5, progress: bool = True, reuse: bool = False,
-                  **probe_options) -> pd.DataFrame:
+                  released_home: str | Path | None = None, **probe_options) -> pd.DataFrame:
     """Probe results for every task of the paper's Table `table` (2-5), saved at `results_path`.
 
     With `reuse=True` a saved file that holds every one of `methods` is read instead of probing again (the
@@ -116,7 +147,7 @@ def table_results(data_root: str | Path, output_dir: str | Path, table: int, met
         if set(methods) <= set(saved["method"]) and set(saved["fold"]) == {fold}:
             return saved[saved["method"].isin(methods)].reset_index(drop=True)
     results = evaluate_methods(data_root, output_dir, tasks_for(table), methods, fold, seed, n_splits,
-                               progress=progress, **probe_options)
+                               progress=progress, released_home=released_home, **probe_options)
     write_atomic(path, lambda f: results.to_csv(f, index=False))
     return results
 

@@ -22,6 +22,7 @@ the name without `.nii`/`.nii.gz`.
 from __future__ import annotations
 
 import glob
+import gzip
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from anatcl_core.data.cohort import GRIDS
+from anatcl_core.atomic import write_atomic
+from anatcl_core.data.cohort import GRIDS, Cohort
 from anatcl_core.data.importers.errors import SourceDataError
 from anatcl_core.data.importers.images import Grid, check_mni_placement, to_grid
 
@@ -202,3 +204,22 @@ def read_map(gm_map: GMMap, grid: Grid = CAT12_GRID) -> np.ndarray:
     if not np.any(data):
         raise MapError(f"{gm_map.path}: every voxel is zero; expected a modulated grey-matter map")
     return to_grid(data, image.affine, grid)
+
+
+def write_maps(cohort: Cohort, folder: str | Path, rows: Sequence[int] | None = None) -> list[Path]:
+    """Write cohort subjects as CAT12 names them, `<folder>/<participant_id>/mri/mwp1<participant_id>_T1w.nii.gz`.
+
+    cohort: a `Cohort` (its grid and affine are kept); rows: which participants (default all). Each file is
+    float32, written atomically; returns the paths in `rows` order. For trying `anatcl embed --images` on
+    data whose answers are known (the book's "own data" chapter); real maps come from CAT12 itself.
+    """
+    rows = range(len(cohort)) if rows is None else rows
+    paths = []
+    for row in rows:
+        subject = str(cohort.participants["participant_id"].iloc[row])
+        path = Path(folder) / subject / "mri" / f"mwp1{subject}_T1w.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = nib.Nifti1Image(np.asarray(cohort.volumes[row], dtype=np.float32), cohort.affine)
+        write_atomic(path, lambda f, image=image: f.write(gzip.compress(image.to_bytes(), compresslevel=1)))
+        paths.append(path)
+    return paths

@@ -56,6 +56,12 @@ METHOD_LABELS: dict[str, str] = {m.id: m.label for m in METHODS.values()}
 RELEASED_DESCRIPTORS: tuple[str, ...] = tuple(m.released for m in METHODS.values() if m.released)
 
 
+#: The authors' released encoders as rows of the tables: 'released-global' and 'released-local', read from the
+#: weights cache (`anatcl_core.released`), never pretrained here; one per released pretraining fold.
+RELEASED_METHODS: dict[str, str] = {f"released-{d}": d for d in RELEASED_DESCRIPTORS}
+RELEASED_SUFFIX = " (released)"
+
+
 def method_ids() -> tuple[str, ...]:
     """Every method id, in the paper's row order."""
     return tuple(METHODS)
@@ -68,9 +74,24 @@ def get_method(method_id: str) -> Method:
     return METHODS[method_id]
 
 
+def released_descriptor(method_id: str) -> Optional[str]:
+    """'released-global' -> 'global' (the authors' weights); None for a method this project pretrains."""
+    return RELEASED_METHODS.get(method_id)
+
+
 def label_of(method_id: str) -> str:
-    """The paper's label of a method id; an id the paper does not have is its own label."""
+    """The paper's label of a method id ('AnatCL-G3 (released)' for the authors' weights); an id the paper
+    does not have is its own label."""
+    descriptor = released_descriptor(method_id)
+    if descriptor is not None:
+        return METHOD_LABELS[f"anatcl-{descriptor}"] + RELEASED_SUFFIX
     return METHOD_LABELS.get(method_id, method_id)
+
+
+def paper_row_of(label: str) -> str:
+    """The paper's row a table label is compared with: 'AnatCL-G3 (released)' -> 'AnatCL-G3' (the weights
+    behind the paper's numbers); any other label is its own row."""
+    return label.removesuffix(RELEASED_SUFFIX)
 
 
 def method_in_name(name: str) -> Optional[str]:

@@ -1,10 +1,12 @@
-"""Linear probes on frozen embeddings: the downstream protocol we use for the paper's section 4.
+"""Linear probes on frozen embeddings: the downstream evaluation of the paper's section 4.
 
-A probe is `StandardScaler -> LogisticRegression(class_weight="balanced")` for classification or
-`StandardScaler -> Ridge` for regression, with C / alpha chosen on a log grid by an inner
-cross-validation that sees only the outer training rows. Outer folds are stratified at subject
-level (on the class, or on quantile bins of a continuous target); with `groups` no group is split
-across folds. Scores: balanced accuracy in %, MAE in the target's unit.
+A probe is a logistic regression (classification) or a ridge (regression), with C / alpha chosen on a log
+grid by an inner cross-validation that sees only the outer training rows. How exactly (scaler, class
+weights, grid, inner folds) is a protocol of `probe_protocol`: ours by default (`StandardScaler ->
+LogisticRegression(class_weight="balanced")` or `StandardScaler -> Ridge`), or the authors' estimators
+(`protocol="paper"`). Outer folds are stratified at subject level (on the class, or on quantile bins of a
+continuous target); with `groups` no group is split across folds. Scores: balanced accuracy in %, MAE in
+the target's unit.
 
 Example::
 
@@ -14,23 +16,27 @@ The paper's tasks run through these probes in `evaluation.py`; their tables are 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 
-#: Log grids for the inner search; embeddings are standardised first, so one grid serves every encoder.
+
+#: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
 #: (The held-out age check of `age_probe` searches a finer ridge grid by exact leave-one-out: see its ALPHAS.)
-C_GRID: tuple[float, ...] = tuple(np.logspace(-4, 2, 7))
-ALPHA_GRID: tuple[float, ...] = tuple(np.logspace(-1, 5, 7))
+C_GRID: tuple[float, ...] = PROTOCOLS["ours"].c_grid
+ALPHA_GRID: tuple[float, ...] = PROTOCOLS["ours"].alpha_grid
 
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
@@ -80,21 +86,27 @@ def score(kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def make_probe(kind: str, grid: Sequence[float] | None = None, cv: Any = 3, n_jobs: int | None = None,
-               ) -> GridSearchCV:
-    """Unfitted scaler + linear model whose C (classification) or alpha (regression) is chosen by `cv`.
+               protocol: str | ProbeProtocol = "ours", seed: int = 0) -> GridSearchCV:
+    """Unfitted (scaler +) linear model whose C (classification) or alpha (regression) is chosen by `cv`.
 
-    Fitting the returned search on training rows fits the scaler inside every inner fold too, so no
-    statistic of a validation or test row ever reaches the model that scores it.
+    `protocol` (`probe_protocol.PROTOCOLS`) says whether features are standardised, the class weights, the
+    solver and the default grid. Fitting the returned search on training rows fits the scaler inside every
+    inner fold too, so no statistic of a validation or test row ever reaches the model that scores it.
+    `seed` fixes saga's data shuffling (the paper protocol), which scikit-learn would otherwise draw anew.
     """
+    protocol = get_protocol(protocol)
     if kind == "classification":
-        model = LogisticRegression(class_weight="balanced", max_iter=5000)
-        grid, name, scoring = C_GRID if grid is None else grid, "model__C", "balanced_accuracy"
+        model = LogisticRegression(class_weight=protocol.class_weight, solver=protocol.solver,
+                                   max_iter=protocol.max_iter, random_state=seed)
+        name, scoring = "model__C", "balanced_accuracy"
     elif kind == "regression":
         model = Ridge()
-        grid, name, scoring = ALPHA_GRID if grid is None else grid, "model__alpha", "neg_mean_absolute_error"
+        name, scoring = "model__alpha", protocol.regression_scoring
     else:
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
-    pipeline = Pipeline([("scale", StandardScaler()), ("model", model)])
+    grid = protocol.grid(kind) if grid is None else grid
+    steps = [("scale", StandardScaler())] if protocol.standardise else []
+    pipeline = Pipeline([*steps, ("model", model)])
     return GridSearchCV(pipeline, {name: list(grid)}, scoring=scoring, cv=cv, n_jobs=n_jobs, error_score="raise")
 
 
@@ -179,28 +191,43 @@ def plan_folds(y: np.ndarray, kind: str, n_splits: int, n_repeats: int, *, group
 
 
 def _inner_cv(y: np.ndarray, kind: str, groups: np.ndarray | None, inner_splits: int, seed: int,
-              ) -> Splits | None:
-    """Inner splits of one outer training fold, or None when they cannot hold 2 rows of every class."""
+              shuffle: bool = True) -> Splits | None:
+    """Inner splits of one outer training fold, or None when they cannot hold 2 rows of every class.
+
+    shuffle=False gives what `GridSearchCV(cv=k)` does with an integer: unshuffled (Stratified)KFold, by
+    groups when there are groups.
+    """
     plan = plan_folds(y, kind, inner_splits, 1, groups=groups, small_class_repeats=1)
     if plan.problem or plan.n_splits < 2:
         return None
-    return cv_splits(y, kind, plan.n_splits, groups=groups, seed=seed)
+    if shuffle:
+        return cv_splits(y, kind, plan.n_splits, groups=groups, seed=seed)
+    if groups is not None:
+        splitter = StratifiedGroupKFold(plan.n_splits) if kind == "classification" else GroupKFold(plan.n_splits)
+    else:
+        splitter = StratifiedKFold(plan.n_splits) if kind == "classification" else KFold(plan.n_splits)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
 def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | None = None,
-              grid: Sequence[float] | None = None, inner_splits: int = 3, seed: int = 0,
-              n_jobs: int | None = None) -> tuple[Any, float | None]:
+              grid: Sequence[float] | None = None, inner_splits: int | None = None, seed: int = 0,
+              n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours") -> tuple[Any, float | None]:
     """Fit the probe on training rows X [n, d], y [n]: (fitted estimator, C/alpha used, None if not searched).
 
     A one-value grid is used as is. When the rows cannot support an inner split the probe is fitted
-    at the grid's geometric middle (and None is returned for the chosen value).
+    at the grid's geometric middle (and None is returned for the chosen value). `inner_splits` and `grid`
+    default to the protocol's.
     """
-    search = make_probe(kind, grid, n_jobs=n_jobs)
+    protocol = get_protocol(protocol)
+    inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
+    search = make_probe(kind, grid, n_jobs=n_jobs, protocol=protocol, seed=seed)
     name, values = next(iter(search.param_grid.items()))
-    inner = _inner_cv(y, kind, groups, inner_splits, seed) if len(values) > 1 else None
+    inner = _inner_cv(y, kind, groups, inner_splits, seed, protocol.shuffle_inner) if len(values) > 1 else None
     # Hundreds of small fits: BLAS threads cost more than they give (10x on a busy 2-core machine);
-    # parallelism, when wanted, goes over grid points and folds through n_jobs instead.
-    with threadpool_limits(limits=1, user_api="blas"):
+    # parallelism, when wanted, goes over grid points and folds through n_jobs instead. The authors' saga
+    # stops at 150 iterations whether or not it converged: that is their protocol, so no warning per fit.
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         if inner is not None:
             search.set_params(cv=inner).fit(X, y)
             return search, float(search.best_params_[name])
@@ -211,8 +238,8 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.ndarray | None = None,
                          n_splits: int = 5, seed: int = 0, *, n_repeats: int = 1, grid: Sequence[float] | None = None,
-                         inner_splits: int = 3, small_class_repeats: int = 10, min_per_test_fold: int = 4,
-                         n_jobs: int | None = None) -> ProbeResult:
+                         inner_splits: int | None = None, small_class_repeats: int = 10, min_per_test_fold: int = 4,
+                         n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours") -> ProbeResult:
     """Nested cross-validation of a linear probe.
 
     X: [n, d] features; y: [n] 0/1 labels or a continuous target; groups: optional [n] labels kept
@@ -225,8 +252,8 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
             the probe standardises them inside every fold.
         y: ``[n]`` targets, row i for ``X[i]``: class labels (0/1 in the paper's tasks) for classification, or
             a continuous target in its own unit (e.g. age in years) for regression.
-        kind: ``"classification"`` (logistic regression with balanced class weights, scored by balanced
-            accuracy in %) or ``"regression"`` (ridge, scored by mean absolute error in y's unit).
+        kind: ``"classification"`` (logistic regression, scored by balanced accuracy in %) or
+            ``"regression"`` (ridge, scored by mean absolute error in y's unit).
         groups: optional ``[n]`` group labels (e.g. subject ids when a subject has several rows); no group is
             split across folds, outer or inner. Default None: every row stands alone.
         n_splits: outer folds asked for (default 5). Fewer are used when the data cannot support them (the
@@ -237,10 +264,11 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
         n_repeats: times the outer split is drawn, each with a new shuffle (default 1); every test fold of
             every repeat is scored.
         grid: the values of C (classification) or alpha (regression) searched by the inner CV; default None
-            means ``C_GRID`` or ``ALPHA_GRID`` (7 log-spaced values each). A one-value grid is used as is,
-            without a search.
-        inner_splits: folds of the inner search within each outer training fold (default 3); when the
-            training rows cannot support two, the probe is fitted at the grid's geometric middle.
+            means the protocol's (ours: ``C_GRID`` or ``ALPHA_GRID``, 7 log-spaced values each). A one-value
+            grid is used as is, without a search.
+        inner_splits: folds of the inner search within each outer training fold (default None: the
+            protocol's, 3 for ours, 5 for the paper's); when the training rows cannot support two, the probe
+            is fitted at the grid's geometric middle.
         small_class_repeats: for classification, the repeats used instead of ``n_repeats`` (when larger)
             if a test fold would hold fewer than ``min_per_test_fold`` subjects of the smallest class
             (default 10).
@@ -248,6 +276,8 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
             repeated ``small_class_repeats`` times (default 4).
         n_jobs: parallel jobs of the inner grid search, in scikit-learn's sense (default None: one;
             -1: all cores). Each fit runs with single-threaded BLAS either way.
+        protocol: ``"ours"`` (default) or ``"paper"`` (the authors' estimators), or a
+            ``probe_protocol.ProbeProtocol``: scaler, class weights, solver, default grid and inner folds.
 
     Returns:
         ProbeResult: ``scores`` holds one score per scored outer test fold (all repeats; a grouped test
@@ -261,6 +291,8 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
         ValueError: X is not 2-D, or X and y differ in length.
     """
     X, y = np.asarray(X), np.asarray(y)
+    protocol = get_protocol(protocol)
+    inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"expected X [n, d] and y [n]; got {list(X.shape)} and {list(y.shape)}")
     if groups is not None:
@@ -278,20 +310,22 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
             one_class_folds += 1            # balanced accuracy is undefined there; only grouped folds can do this
             continue
         estimator, chosen = fit_probe(X[train], y[train], kind, groups=None if groups is None else groups[train],
-                                      grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs)
+                                      grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs,
+                                      protocol=protocol)
         scores.append(score(kind, y[test], estimator.predict(X[test])))
         params.append(np.nan if chosen is None else chosen)
-    notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits)
+    notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits, protocol)
     if one_class_folds:
         notes.append(f"{one_class_folds} test fold(s) held a single class and were not scored")
     return ProbeResult(metric, tuple(scores), len(y), plan.n_splits, plan.n_repeats, counts, tuple(params),
                        "; ".join(notes))
 
 
-def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int) -> list[str]:
+def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int,
+                 protocol: str | ProbeProtocol = "ours") -> list[str]:
     """Say how C/alpha was chosen, and flag choices at the grid's edge (the grid may be too narrow)."""
     name = "C" if kind == "classification" else "alpha"
-    values = np.asarray((C_GRID if kind == "classification" else ALPHA_GRID) if grid is None else grid)
+    values = np.asarray(get_protocol(protocol).grid(kind) if grid is None else grid)
     chosen = np.asarray(params, dtype=np.float64)
     notes = ([f"{name} by inner {inner_splits}-fold CV over {len(values)} values"] if len(values) > 1
              else [f"fixed {name} = {values[0]:g}"])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from anatcl_core.methods import METHOD_LABELS, label_of
+from anatcl_core.methods import METHOD_LABELS, label_of, paper_row_of
 from anatcl_core.tasks import SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: 
                 digits: int = 2) -> pd.DataFrame:
     """The paper's Table 2, 3, 4 or 5 as a DataFrame of "mean ± std" strings.
 
-    Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper.
+    Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper; the
+    authors' released weights ('AnatCL-G3 (released)') are compared with the paper's row of their method.
     Columns: (dataset, task label) as in the paper's header; with `ours` (an `evaluate_tasks` frame)
     each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's). Labels marked
     † are values the paper prints under a heading they do not seem to match (see `.attrs["footnotes"]`).
@@ -114,7 +115,7 @@ def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: 
     for task in specs:
         head = (task.group, task.label + ("†" if task.id in SUSPECT_PAPER_VALUES else ""))
         for method in methods:
-            theirs = _lookup(paper, method, task.id)
+            theirs = _lookup(paper, paper_row_of(method), task.id)
             paper_cell = "—" if theirs is None else _cell(theirs["mean"], theirs["std"], digits)
             if summary is None:
                 columns.setdefault(head, []).append(paper_cell)
@@ -144,8 +145,9 @@ def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: i
     """One panel per task: this run's mean ± one SD (dots, error bars) and the paper's mean (crosses).
 
     results: an evaluation.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
-    paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order (methods the paper
-    lacks are not drawn); y: the task's metric, balanced accuracy in % or MAE in the target's unit.
+    paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order, then any other method
+    of `results` (the released weights beside the paper's row of their method); y: the task's metric,
+    balanced accuracy in % or MAE in the target's unit.
     """
     import matplotlib.pyplot as plt
 
@@ -154,11 +156,12 @@ def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: i
         raise ValueError("plot_scores: no tasks to plot")
     ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
     order = list(METHOD_LABELS.values())
+    order += [m for m in ours["method"].unique() if m not in order]      # e.g. the released weights
     x = np.arange(len(order))
     fig, axes = plt.subplots(1, len(specs), figsize=(2.6 * len(specs), 3.6), squeeze=False)
     for ax, task in zip(axes[0], specs):
         mine = ours[ours["task"] == task.id].set_index("method").reindex(order)
-        paper = theirs[theirs["task"] == task.id].set_index("method").reindex(order)
+        paper = theirs[theirs["task"] == task.id].set_index("method").reindex([paper_row_of(m) for m in order])
         ax.errorbar(x, mine["mean"], yerr=mine["std"], fmt="o", color="C0", label="this run")
         ax.plot(x, paper["mean"], "x", color="C3", markersize=8, label="paper")
         ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)

@@ -85,3 +85,29 @@ def test_an_unknown_target_names_the_columns(tmp_path):
     features, labels = planted(tmp_path)
     with pytest.raises(ValueError, match=r"no column 'diagnosis'; the columns are \['participant_id', 'group'"):
         probe_feature_file(features, labels, "diagnosis")
+
+
+def test_the_command_line_probes_a_feature_file_and_writes_the_folds(tmp_path, capsys):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    out = tmp_path / "folds.csv"
+    assert main(["probe", "--features", str(features), "--labels", str(labels), "--target", "group",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("group: balanced_accuracy ") and "SD over 5 test folds" in printed
+    folds = pd.read_csv(out)
+    direct, _ = probe_feature_file(features, labels, "group")
+    np.testing.assert_allclose(folds["score"], direct.scores)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--features", "F", "--target", "group"], "--features needs --labels"),
+    (["--features", "F", "--labels", "L", "--target", "group", "--data", "d"], "give one or the other"),
+    (["--data", "d", "--out", "o.csv", "--target", "group"], "--target only go with --features"),
+    (["--data", "d"], "expected --checkpoint, --out"),
+])
+def test_mixed_or_missing_probe_flags_are_one_line(argv, message, capsys):
+    from anatcl_core.cli import main
+    assert main(["probe", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

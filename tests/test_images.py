@@ -209,3 +209,15 @@ def test_parquet_round_trips_when_pyarrow_is_installed(tmp_path):
 ])
 def test_participant_ids_come_from_bids_names_else_the_stem(name, expected):
     assert participant_id(f"/data/{name}") == expected
+
+
+def test_write_maps_names_files_as_cat12_and_embed_reads_them_back(tmp_path, tiny_cohort):
+    from anatcl_core.images import write_maps
+
+    paths = write_maps(tiny_cohort, tmp_path / "maps", rows=[0, 2])
+    subjects = tiny_cohort.participants["participant_id"].iloc[[0, 2]].tolist()
+    assert [p.name for p in paths] == [f"mwp1{s}_T1w.nii.gz" for s in subjects]
+    assert [participant_id(p) for p in paths] == subjects
+    back = nib.load(paths[1])
+    np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), tiny_cohort.volumes[2])
+    np.testing.assert_allclose(back.affine, tiny_cohort.affine)

@@ -296,6 +296,7 @@ def test_any_bytes_that_are_not_a_checkpoint_are_a_checkpoint_error(tmp_path_fac
     from anatcl_core import CheckpointError, load_checkpoint
     path = tmp_path_factory.mktemp("junk") / "weights.pth"
     path.write_bytes(junk)
-    with pytest.raises(CheckpointError, match=r"weights\.pth: not a torch checkpoint") as err:
+    # b"c" is a pickle asking for a global named "." : refused as code, also one line
+    with pytest.raises(CheckpointError, match=r"weights\.pth: (not a torch checkpoint|refused to load)") as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value)

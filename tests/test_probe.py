@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.methods import METHOD_LABELS
-from anatcl_core.probe import cross_validate_probe, cv_splits
+from anatcl_core.probe import cross_validate_probe, cv_splits, score
 from anatcl_core.report import paper_table, summarise
 from anatcl_core.tasks import TASKS, tasks_for
 
@@ -385,3 +386,29 @@ def test_probe_command_writes_results_from_cached_embeddings(tmp_path, capsys):
     assert (results["method"] == "l1").all() and (results["fold"] == 2).all()
     assert not results.loc["oasis3/ad-vs-hc", "evaluable"]
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_the_paper_protocol_is_the_authors_plain_estimators_on_the_same_folds(kind):
+    """protocol='paper': no scaler, no class weights, 10^-2..10^2 by GridSearchCV(cv=5), as their estimators.py."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import GridSearchCV
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 12)) * rng.uniform(0.5, 20, 12)          # unscaled on purpose
+    signal = X[:, 0] / 10 + X[:, 1] / 20
+    y = (signal + rng.normal(size=150) > 0.3).astype(int) if kind == "classification" else 40 + 5 * signal
+    result = cross_validate_probe(X, y, kind, n_splits=5, seed=3, protocol="paper")
+    grid = 10.0 ** np.arange(-2, 3)
+    for fold, (train, test) in enumerate(cv_splits(y, kind, 5, seed=3)):
+        if kind == "classification":
+            search = GridSearchCV(LogisticRegression(solver="saga", max_iter=150, random_state=3 + fold),
+                                  {"C": grid}, cv=5, scoring="balanced_accuracy")
+        else:
+            search = GridSearchCV(Ridge(), {"alpha": grid}, cv=5, scoring="r2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                       # saga at 150 iterations does not converge
+            search.fit(X[train], y[train])
+        assert result.best_params[fold] == search.best_params_["C" if kind == "classification" else "alpha"]
+        assert result.scores[fold] == pytest.approx(score(kind, y[test], search.predict(X[test])), abs=1e-9)
+    ours = cross_validate_probe(X, y, kind, n_splits=5, seed=3)
+    assert ours.scores != result.scores                          # the protocols differ on unscaled features

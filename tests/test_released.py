@@ -8,13 +8,18 @@ import socket
 from urllib.error import HTTPError, URLError
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from anatcl_core import AnatCLModel, load_checkpoint, load_released
 from anatcl_core import released
 from anatcl_core.cli import main
+from anatcl_core.data.cohort import write_cohort
 from anatcl_core.embed import EmbeddingCache, embed_cohort
+from anatcl_core.experiments import ensure_encoders, evaluate_methods, method_embeddings
+from anatcl_core.methods import label_of, paper_row_of
+from anatcl_core.report import paper_table
 from anatcl_core.released import (REGISTRY_NAME, ReleasedWeightsError, cache_home, parse_released_spec,
                                   released_file_name, released_weights_url, sha256_hex)
 
@@ -204,3 +209,54 @@ def test_the_old_released_flags_and_the_spec_give_the_same_features(home, monkey
     assert main(["embed", "--checkpoint", "released:local:9", *common, "--out", str(tmp_path / "x.npy")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fold '9' was not released" in err
+
+
+def small_cohort(path, voxel_size, n=20, seed=0):
+    """A cohort of `n` blobs on a small grid of `voxel_size` mm, half AD and half controls."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 28, 24)
+    affine = np.diag([-voxel_size, voxel_size, voxel_size, 1.0])
+    affine[:3, 3] = [18, -21, -18]
+    volumes = rng.uniform(0, 1, (n, *shape)).astype(np.float32)
+    roi = rng.uniform(0.5, 1.5, (n, 7, 68)).astype(np.float32)
+    participants = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(n)],
+                                 "age": rng.uniform(60, 90, n), "sex": rng.choice(["M", "F"], n),
+                                 "site": "s1", "diagnosis": ["ad", "control"] * (n // 2)})
+    return write_cohort(path, participants, volumes, roi, affine, provenance={"source": "tests"})
+
+
+def test_the_released_weights_are_rows_of_the_tables_read_from_the_cache(tmp_path, monkeypatch, weights):
+    home = tmp_path / "elsewhere"                         # given as released_home, not through $ANATCL_HOME
+    home.mkdir()
+    (home / released_file_name("global", 2)).write_bytes(weights)
+    monkeypatch.delenv("ANATCL_HOME", raising=False)
+    no_network(monkeypatch)
+    adni = small_cohort(tmp_path / "data" / "adni", 1.5)
+    results = evaluate_methods(tmp_path / "data", tmp_path / "out", ["adni/ad-vs-hc"], ["released-global"], fold=2,
+                               n_splits=2, progress=False, released_home=home)
+    assert results[["method", "fold", "task"]].drop_duplicates().values.tolist() == [
+        ["released-global", 2, "adni/ad-vs-hc"]]
+    assert bool(results["evaluable"].iloc[0])
+    embeddings = method_embeddings(tmp_path / "data", tmp_path / "out", ["released-global"], fold=2,
+                                   cohort_names=("adni",), progress=False, released_home=home)
+    expected = embed_cohort(load_checkpoint(home / released_file_name("global", 2)), adni, device="cpu",
+                            progress=False)
+    np.testing.assert_allclose(embeddings[("released-global", 2)]["adni"], expected, rtol=1e-5, atol=1e-6)
+    assert REGISTRY_NAME in {p.name for p in home.iterdir()}           # the hand-placed file's hash recorded
+    table = paper_table(3, results)
+    row = table.loc["AnatCL-G3 (released)"]
+    assert row[("ADNI", "HC vs AD", "paper")] == table.loc["AnatCL-G3"][("ADNI", "HC vs AD", "paper")] != "—"
+
+
+def test_released_weights_refuse_cohorts_off_their_grid_before_any_download(tmp_path, monkeypatch, home):
+    no_network(monkeypatch)
+    small_cohort(tmp_path / "data" / "adni", 3.0)
+    with pytest.raises(ValueError, match=r"adni: field 'voxel_size_mm' is \[3\.0, 3\.0, 3\.0\]; released-local"):
+        method_embeddings(tmp_path / "data", tmp_path / "out", ["released-local"], progress=False)
+    assert not home.exists()
+
+
+def test_released_methods_are_labelled_and_never_pretrained(tmp_path):
+    assert label_of("released-local") == "AnatCL-L3 (released)" and paper_row_of(label_of("released-local")) == \
+        "AnatCL-L3"
+    assert ensure_encoders(tmp_path / "data", tmp_path / "out", ["released-global"]) == {}
