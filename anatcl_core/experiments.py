@@ -4,7 +4,8 @@ Everything lives under one `output_dir`, so each chapter reuses what an earlier 
 
   runs/<method>-fold<k>/   pretraining runs (`run_dir`)
   embeddings/              cached features (`embed.EmbeddingCache`)
-  tables/table<N>.csv      probe results of the paper's Table N (`results_path`)
+  tables/table<N>.csv      probe results of the paper's Table N (`results_path`), and beside it
+  tables/table<N>.settings.json   how they were probed (`table_results`)
 
 Besides the six methods, `methods` may name the authors' released encoders, 'released-global' and
 'released-local' (`methods.RELEASED_METHODS`): fold k is their released file of pretraining fold k, read from the
@@ -15,6 +16,7 @@ never trained here, and they only read cohorts on the 1.5 mm CAT12 grid they wer
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -137,18 +139,24 @@ def table_results(data_root: str | Path, output_dir: str | Path, table: int, met
                   released_home: str | Path | None = None, **probe_options) -> pd.DataFrame:
     """Probe results for every task of the paper's Table `table` (2-5), saved at `results_path`.
 
-    With `reuse=True` a saved file that holds every one of `methods` is read instead of probing again (the
-    summary chapter reads what chapters 5-8 wrote); otherwise the probes run (cached embeddings make that
-    seconds to minutes) and the file is replaced atomically.
+    Beside the CSV, `<table>.settings.json` records how it was probed (seed, n_splits, the probe options such as
+    protocol and small_class_repeats). With `reuse=True` a saved file that holds every one of `methods` at
+    `fold` and was probed with the same settings is read instead of probing again (the summary chapter reads
+    what chapters 5-8 wrote); otherwise the probes run (cached embeddings make that seconds to minutes) and
+    both files are replaced atomically.
     """
     path = results_path(output_dir, table)
-    if reuse and path.exists():
+    settings = json.dumps({"seed": seed, "n_splits": n_splits, **probe_options}, sort_keys=True, default=str)
+    recorded = path.with_suffix(".settings.json")
+    if reuse and path.exists() and recorded.exists() and recorded.read_text().strip() == settings:
         saved = pd.read_csv(path)
         if set(methods) <= set(saved["method"]) and set(saved["fold"]) == {fold}:
             return saved[saved["method"].isin(methods)].reset_index(drop=True)
     results = evaluate_methods(data_root, output_dir, tasks_for(table), methods, fold, seed, n_splits,
                                progress=progress, released_home=released_home, **probe_options)
+    recorded.unlink(missing_ok=True)          # a run killed between the two writes leaves a table nobody reuses
     write_atomic(path, lambda f: results.to_csv(f, index=False))
+    write_atomic(recorded, lambda f: f.write(settings.encode()))
     return results
 
 

@@ -41,31 +41,63 @@ def _specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
     return [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in tasks]
 
 
-def summarise(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+#: What the ± of our cells is over: "folds" (every downstream test fold of every checkpoint, pooled: the paper's
+#: apparent ±) or "checkpoints" (the checkpoints' cross-validated means). With one checkpoint both are its folds.
+SPREADS = ("folds", "checkpoints")
+
+
+def _pooled_sd(group: pd.DataFrame) -> float:
+    """SD (ddof=0) over all test folds of the group's rows, from each row's mean, SD and number of folds.
+
+    A row scored once (an OpenBHB test split: SD NaN) counts as one fold with no spread of its own; results
+    saved before `n_scored` existed count n_splits x n_repeats folds.
+    """
+    planned = ((group["n_splits"] * group["n_repeats"]).to_numpy(dtype=np.float64)
+               if {"n_splits", "n_repeats"} <= set(group.columns) else np.ones(len(group)))
+    k = group["n_scored"].to_numpy(dtype=np.float64) if "n_scored" in group else np.full(len(group), np.nan)
+    k = np.where(np.isfinite(k), k, np.where(group["evaluation"] == "cv", planned, 1.0))
+    means = group["score"].to_numpy(dtype=np.float64)
+    within = np.nan_to_num(group["std"].to_numpy(dtype=np.float64)) ** 2
+    if k.sum() < 2:
+        return float("nan")
+    grand = np.sum(k * means) / k.sum()
+    return float(np.sqrt(np.sum(k * (within + (means - grand) ** 2)) / k.sum()))
+
+
+def summarise(results: pd.DataFrame, openbhb_split: str = "internal_test", spread: str = "folds") -> pd.DataFrame:
     """Per (method, task): mean and std of the scores, as the paper's cells are.
 
-    With several pretraining folds (checkpoints) of a method, mean and std are over their scores (the
-    paper's 5 folds); with a single one, they are that run's mean and std over its CV folds.
-    OpenBHB tasks use the `openbhb_split` test split. Columns: method, task, metric, mean, std, runs, spread.
+    mean: over the method's pretraining folds (checkpoints) of their cross-validated means (one checkpoint:
+    its mean). std_folds: SD over every downstream test fold of every checkpoint, pooled; std_checkpoints: SD
+    over the checkpoints' means (NaN for one). `std` is the one `spread` names (SPREADS), `spread` says which
+    it is ("cv folds", "checkpoints" or "test split"). OpenBHB tasks use the `openbhb_split` test split.
+    Columns: method, task, metric, mean, std, std_folds, std_checkpoints, runs, spread.
     """
+    if spread not in SPREADS:
+        raise ValueError(f"spread: expected one of {SPREADS}, got {spread!r}")
     kept = results[results["evaluable"].astype(bool)
                    & results["evaluation"].isin(["cv", openbhb_split])]
 
     def one(group: pd.DataFrame) -> pd.Series:
-        if len(group) > 1:
-            return pd.Series({"mean": group["score"].mean(), "std": group["score"].std(ddof=0),
-                              "runs": len(group), "spread": "checkpoints"})
-        only = group.iloc[0]
-        return pd.Series({"mean": only["score"], "std": only["std"], "runs": 1,
-                          "spread": "test split" if only["evaluation"] != "cv" else "cv folds"})
+        runs = len(group)
+        by_checkpoint = group["score"].std(ddof=0) if runs > 1 else np.nan
+        folds = group["std"].iloc[0] if runs == 1 else _pooled_sd(group)
+        if (group["evaluation"] != "cv").all():      # one score per checkpoint: its folds are the checkpoints
+            label = "test split" if runs == 1 else "checkpoints"
+        else:
+            label = "checkpoints" if spread == "checkpoints" and runs > 1 else "cv folds"
+        return pd.Series({"mean": group["score"].mean(), "std": by_checkpoint if label == "checkpoints" else folds,
+                          "std_folds": folds, "std_checkpoints": by_checkpoint, "runs": runs, "spread": label})
 
+    columns = ["method", "task", "metric", "mean", "std", "std_folds", "std_checkpoints", "runs", "spread"]
     if kept.empty:
-        return pd.DataFrame(columns=["method", "task", "metric", "mean", "std", "runs", "spread"])
-    return (kept.groupby(["method", "task", "metric"], sort=False)[["score", "std", "evaluation"]]
-            .apply(one).reset_index())
+        return pd.DataFrame(columns=columns)
+    wanted = [c for c in ("score", "std", "evaluation", "n_scored", "n_splits", "n_repeats") if c in kept.columns]
+    return kept.groupby(["method", "task", "metric"], sort=False)[wanted].apply(one).reset_index()[columns]
 
 
-def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test") -> pd.DataFrame:
+def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test", spread: str = "folds"
+                   ) -> pd.DataFrame:
     """This run's score per (method, task) with the paper's method labels, scored rows only.
 
     Columns as `summarise`: method (paper label, or our id when the paper has none), task, metric,
@@ -76,7 +108,7 @@ def ours_by_method(results: pd.DataFrame, openbhb_split: str = "internal_test") 
     if missing:
         raise ValueError(f"results lack column(s) {missing}; expected an evaluation.evaluate_tasks frame with "
                          f"columns {list(NEEDED_COLUMNS)}")
-    summary = summarise(results, openbhb_split)
+    summary = summarise(results, openbhb_split, spread)
     summary["method"] = summary["method"].map(label_of)
     # An evaluable task whose every test fold was skipped (one class only) has no mean: nothing to rank.
     return summary.dropna(subset=["mean"])
@@ -94,20 +126,21 @@ def _lookup(frame: pd.DataFrame, method: str, task: str) -> pd.Series | None:
 
 
 def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: str = "internal_test",
-                digits: int = 2) -> pd.DataFrame:
+                digits: int = 2, spread: str = "folds") -> pd.DataFrame:
     """The paper's Table 2, 3, 4 or 5 as a DataFrame of "mean ± std" strings.
 
     Rows: the paper's methods in its order (then any other method of `ours`), labelled as in the paper; the
     authors' released weights ('AnatCL-G3 (released)') are compared with the paper's row of their method.
     Columns: (dataset, task label) as in the paper's header; with `ours` (an `evaluate_tasks` frame)
-    each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's). Labels marked
+    each task gets three columns, "paper", "ours" and "Δ" (our mean minus the paper's); our ± is over
+    `spread` (`summarise`), said in a footnote when there are several checkpoints. Labels marked
     † are values the paper prints under a heading they do not seem to match (see `.attrs["footnotes"]`).
     """
     specs = tasks_for(table)
     if not specs:
         raise ValueError(f"paper_table: table must be 2, 3, 4 or 5, got {table!r}")
     paper = paper_results().query("table == @table").set_index(["method", "task"])
-    summary = None if ours is None else ours_by_method(ours, openbhb_split).set_index(["method", "task"])
+    summary = None if ours is None else ours_by_method(ours, openbhb_split, spread).set_index(["method", "task"])
     methods = list(METHOD_LABELS.values())
     if summary is not None:
         methods += [m for m in summary.index.get_level_values("method").unique() if m not in methods]
@@ -130,6 +163,10 @@ def paper_table(table: int, ours: pd.DataFrame | None = None, *, openbhb_split: 
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     frame.attrs["footnotes"] = [f"† {task}: {why}" for task, why in SUSPECT_PAPER_VALUES.items()
                                 if any(t.id == task for t in specs)]
+    if ours is not None and summary is not None and (summary["runs"] > 1).any():
+        frame.attrs["footnotes"].append(
+            "our ± is the SD over every downstream test fold of every pretraining checkpoint" if spread == "folds"
+            else "our ± is the SD over the pretraining checkpoints' cross-validated means")
     if table == 2 and ours is not None:
         frame.attrs["footnotes"].append(f"our OpenBHB scores are on its {openbhb_split} split")
     return frame

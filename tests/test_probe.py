@@ -283,7 +283,7 @@ def test_iq_columns_are_marked_and_explained():
 
 def test_summarise_takes_mean_and_std_over_checkpoints():
     ours = fake_results({("expw", fold, "adni/ad-vs-hc"): s for fold, s in enumerate([70.0, 72.0, 74.0])})
-    row = summarise(ours).iloc[0]
+    row = summarise(ours, spread="checkpoints").iloc[0]
     assert (row["mean"], row["runs"], row["spread"]) == (72.0, 3, "checkpoints")
     assert row["std"] == pytest.approx(np.std([70.0, 72.0, 74.0]))
 
@@ -412,3 +412,21 @@ def test_the_paper_protocol_is_the_authors_plain_estimators_on_the_same_folds(ki
         assert result.scores[fold] == pytest.approx(score(kind, y[test], search.predict(X[test])), abs=1e-9)
     ours = cross_validate_probe(X, y, kind, n_splits=5, seed=3)
     assert ours.scores != result.scores                          # the protocols differ on unscaled features
+
+
+def test_a_saved_table_is_reused_only_for_the_same_probe_settings(tmp_path, monkeypatch):
+    from anatcl_core import experiments
+    calls = []
+
+    def fake_evaluate(data_root, output_dir, tasks, methods, fold, seed, n_splits, progress, released_home,
+                      **options):
+        calls.append(options)
+        return fake_results({(m, fold, "adni/ad-vs-hc"): 60.0 + len(calls) for m in methods})
+    monkeypatch.setattr(experiments, "evaluate_methods", fake_evaluate)
+    first = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="ours")
+    again = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="ours")
+    assert len(calls) == 1 and again["score"].tolist() == first["score"].tolist()
+    other = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper")
+    assert len(calls) == 2 and other["score"].tolist() != first["score"].tolist()
+    experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
+    assert len(calls) == 3

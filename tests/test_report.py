@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from anatcl_core.evaluation import RESULT_COLUMNS
-from anatcl_core.report import best_methods, best_methods_markdown, plot_scores
+from anatcl_core.report import best_methods, best_methods_markdown, paper_table, plot_scores, summarise
 from anatcl_core.methods import METHOD_LABELS
 from anatcl_core.tasks import TASKS, paper_results
 
@@ -23,8 +23,9 @@ def result_row(method: str, task: str, evaluation: str, score: float, std: float
     """One row of an evaluate_tasks frame (all of evaluation.RESULT_COLUMNS), pretraining fold 0."""
     spec = TASKS[task]
     return {"method": method, "fold": 0, "task": task, "cohort": spec.cohort, "table": spec.table,
-            "metric": spec.metric, "evaluation": evaluation, "score": score, "std": std, "n": 40, "n_splits": 3,
-            "n_repeats": 1, "class_counts": "", "evaluable": evaluable, "note": note}
+            "metric": spec.metric, "evaluation": evaluation, "score": score, "std": std, "n_scored": 3, "n": 40,
+            "n_splits": 3, "n_repeats": 1, "class_counts": "", "evaluable": evaluable, "protocol": "ours",
+            "note": note}
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -125,3 +126,30 @@ def test_method_ranks_rank_within_each_task_with_the_right_direction_and_shared_
     assert list(ranks.loc["openbhb/age"]) == [5, 2, 4, 6, 1, 2]        # lower MAE is better
     missing = method_ranks(frame[frame["method"] != labels[0]], ["openbhb/age"])
     assert missing[labels[0]].isna().all()
+
+
+def test_the_spread_over_folds_pools_every_test_fold_and_the_spread_over_checkpoints_their_means():
+    rng = np.random.default_rng(2)
+    folds = {0: rng.normal(60, 8, 5), 1: rng.normal(66, 8, 5), 2: rng.normal(58, 8, 10)}   # 10: a repeated split
+    rows = [{**result_row("yaware", "adni/ad-vs-hc", "cv", s.mean(), s.std()), "fold": k, "n_scored": len(s)}
+            for k, s in folds.items()]
+    both = summarise(frame(rows)).iloc[0]
+    means = np.array([s.mean() for s in folds.values()])
+    assert both["mean"] == pytest.approx(means.mean())
+    assert both["std_checkpoints"] == pytest.approx(means.std())
+    assert both["std_folds"] == pytest.approx(np.concatenate(list(folds.values())).std())  # weighted by folds
+    assert (both["std"], both["spread"]) == (both["std_folds"], "cv folds")
+    by_checkpoint = summarise(frame(rows), spread="checkpoints").iloc[0]
+    assert (by_checkpoint["std"], by_checkpoint["spread"]) == (both["std_checkpoints"], "checkpoints")
+    table = paper_table(3, frame(rows))
+    assert table.loc["y-Aware", ("ADNI", "HC vs AD", "ours")] == f"{means.mean():.2f} ± {both['std_folds']:.2f}"
+    assert any("every downstream test fold" in note for note in table.attrs["footnotes"])
+    with pytest.raises(ValueError, match="spread: expected one of"):
+        summarise(frame(rows), spread="seeds")
+
+
+def test_one_checkpoint_has_one_spread_its_folds():
+    rows = [result_row("yaware", "adni/ad-vs-hc", "cv", 61.0, 4.0)]
+    for spread in ("folds", "checkpoints"):
+        row = summarise(frame(rows), spread=spread).iloc[0]
+        assert (row["std"], row["spread"], row["runs"]) == (4.0, "cv folds", 1)
