@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
             notebook_from_source(chapter, chapter.with_suffix(".ipynb"))
             chapter.unlink()
     common = dict(params.get("common", {}))
-    for key in PATH_PARAMS:   # chapters run inside the build folder: hand them absolute paths
+    for key in PATH_PARAMS:   # resolved here; each chapter gets them relative to the folder it runs in
         if key in common:
             common[key] = str(Path(common[key]).expanduser().resolve())
     timings = build_dir / "timings.csv"
@@ -181,6 +182,7 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
         notebook = source / f"{entry}.ipynb"
         if notebook.exists():
             chapter_params = {**common, **params.get("chapters", {}).get(Path(entry).name, {})}
+            chapter_params.update(relative_paths(chapter_params, notebook.parent))
             print(f"[anatcl book] executing {entry} with {chapter_params}", flush=True)
             with _timed(timings, entry):
                 execute_chapter(notebook, chapter_params, cwd=notebook.parent)
@@ -195,6 +197,20 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
     for download in (html / "_sources").rglob("*.ipynb"):
         drop_injected_parameters(download)
     return html
+
+
+def relative_paths(chapter_params: dict, folder: Path) -> dict[str, str]:
+    """The path parameters relative to `folder`, where the chapter runs: its page (the injected parameters
+    cell) then shows `../../data/...`, never the build machine's absolute paths. Absolute where no relative
+    path exists (another drive on Windows)."""
+    out = {}
+    for key in PATH_PARAMS:
+        if key in chapter_params:
+            try:
+                out[key] = os.path.relpath(chapter_params[key], folder)
+            except ValueError:
+                out[key] = chapter_params[key]
+    return out
 
 
 BUILD_MARKER = ".anatcl-book-build"

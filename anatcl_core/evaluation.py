@@ -33,7 +33,7 @@ OPENBHB_TEST_SPLITS = ("internal_test", "external_test")
 
 def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, *, grid: Sequence[float] | None = None,
                      inner_splits: int | None = None, seed: int = 0, n_jobs: int | None = None,
-                     protocol: str | ProbeProtocol = "ours") -> dict[str, ProbeResult]:
+                     protocol: str | ProbeProtocol = "ours", grid_search: bool = False) -> dict[str, ProbeResult]:
     """The paper's OpenBHB protocol: fit on `split == "train"`, score `internal_test` and `external_test`.
 
     X: [N, d] embeddings of the whole OpenBHB cohort (row i = participants row i).
@@ -49,9 +49,9 @@ def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, 
     if not train.any() or plan.problem:
         reason = "no rows with split == 'train'" if not train.any() else f"train split: {plan.problem}"
         return {name: not_evaluable(metric, int((split == name).sum()), reason) for name in OPENBHB_TEST_SPLITS}
-    features = np.asarray(X)[rows]
+    features = np.asarray(X, dtype=np.float64)[rows]
     estimator, chosen = fit_probe(features[train], y[train], task.kind, grid=grid, inner_splits=inner_splits,
-                                  seed=seed, n_jobs=n_jobs, protocol=protocol)
+                                  seed=seed, n_jobs=n_jobs, protocol=protocol, grid_search=grid_search)
     results = {}
     for name in OPENBHB_TEST_SPLITS:
         test = split == name
@@ -107,7 +107,7 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
                          "expected finite features: check the checkpoint (did its training diverge?)")
     try:
         if task.protocol == "openbhb":
-            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs", "protocol")
+            keep = {k: probe_options[k] for k in ("grid", "inner_splits", "seed", "n_jobs", "protocol", "grid_search")
                     if k in probe_options}
             return evaluate_openbhb(X, participants, task, **keep)
         rows, y = task.resolve(participants)

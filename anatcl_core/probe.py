@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
+from anatcl_core.probe_search import best_value, inner_scores
 
 
 #: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
@@ -211,14 +212,18 @@ def _inner_cv(y: np.ndarray, kind: str, groups: np.ndarray | None, inner_splits:
 
 def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | None = None,
               grid: Sequence[float] | None = None, inner_splits: int | None = None, seed: int = 0,
-              n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours") -> tuple[Any, float | None]:
+              n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours", grid_search: bool = False,
+              ) -> tuple[Any, float | None]:
     """Fit the probe on training rows X [n, d], y [n]: (fitted estimator, C/alpha used, None if not searched).
 
     A one-value grid is used as is. When the rows cannot support an inner split the probe is fitted
     at the grid's geometric middle (and None is returned for the chosen value). `inner_splits` and `grid`
-    default to the protocol's.
+    default to the protocol's. The search is `probe_search`'s direct one; `grid_search=True` runs
+    scikit-learn's `GridSearchCV` instead (the reference it is tested against; `n_jobs` parallelises it).
+    Features are cast to float64.
     """
     protocol = get_protocol(protocol)
+    X = np.asarray(X, dtype=np.float64)
     inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     search = make_probe(kind, grid, n_jobs=n_jobs, protocol=protocol, seed=seed)
     name, values = next(iter(search.param_grid.items()))
@@ -228,9 +233,13 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
     # stops at 150 iterations whether or not it converged: that is their protocol, so no warning per fit.
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if inner is not None:
+        if inner is not None and grid_search:
             search.set_params(cv=inner).fit(X, y)
             return search, float(search.best_params_[name])
+        if inner is not None:
+            model = search.estimator.named_steps["model"]
+            chosen = best_value(inner_scores(X, y, kind, inner, values, protocol, model), values)
+            return search.estimator.set_params(**{name: chosen}).fit(X, y), chosen
         fixed = float(np.exp(np.mean(np.log(values))))
         estimator = search.estimator.set_params(**{name: fixed}).fit(X, y)
         return estimator, (fixed if len(values) == 1 else None)
@@ -239,7 +248,8 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.ndarray | None = None,
                          n_splits: int = 5, seed: int = 0, *, n_repeats: int = 1, grid: Sequence[float] | None = None,
                          inner_splits: int | None = None, small_class_repeats: int = 10, min_per_test_fold: int = 4,
-                         n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours") -> ProbeResult:
+                         n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours",
+                         grid_search: bool = False) -> ProbeResult:
     """Nested cross-validation of a linear probe.
 
     X: [n, d] features; y: [n] 0/1 labels or a continuous target; groups: optional [n] labels kept
@@ -274,10 +284,12 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
             (default 10).
         min_per_test_fold: subjects of the smallest class per outer test fold below which the split is
             repeated ``small_class_repeats`` times (default 4).
-        n_jobs: parallel jobs of the inner grid search, in scikit-learn's sense (default None: one;
-            -1: all cores). Each fit runs with single-threaded BLAS either way.
+        n_jobs: parallel jobs of scikit-learn's grid search when ``grid_search=True``, in scikit-learn's
+            sense (default None: one; -1: all cores). Each fit runs with single-threaded BLAS either way.
         protocol: ``"ours"`` (default) or ``"paper"`` (the authors' estimators), or a
             ``probe_protocol.ProbeProtocol``: scaler, class weights, solver, default grid and inner folds.
+        grid_search: search the penalty with scikit-learn's ``GridSearchCV`` (default False: the direct
+            search of ``probe_search``, which chooses the same values with less work).
 
     Returns:
         ProbeResult: ``scores`` holds one score per scored outer test fold (all repeats; a grouped test
@@ -290,7 +302,7 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     Raises:
         ValueError: X is not 2-D, or X and y differ in length.
     """
-    X, y = np.asarray(X), np.asarray(y)
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y)     # float64 for every fit, searched or final
     protocol = get_protocol(protocol)
     inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     if X.ndim != 2 or len(X) != len(y):
@@ -311,7 +323,7 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
             continue
         estimator, chosen = fit_probe(X[train], y[train], kind, groups=None if groups is None else groups[train],
                                       grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs,
-                                      protocol=protocol)
+                                      protocol=protocol, grid_search=grid_search)
         scores.append(score(kind, y[test], estimator.predict(X[test])))
         params.append(np.nan if chosen is None else chosen)
     notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits, protocol)

@@ -37,7 +37,8 @@ BEST_COLUMNS = ("task", "metric", "best_here", "score_here", "best_paper", "scor
                 "note")
 
 
-def _specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
+def task_specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
+    """Task specs from specs or ids, in order."""
     return [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in tasks]
 
 
@@ -177,33 +178,57 @@ def _paper(table: int) -> pd.DataFrame:
     return paper_results().query("table == @table")
 
 
+#: Axis labels in words, per metric.
+METRIC_WORDS = {"balanced_accuracy": "balanced accuracy (%, higher is better)",
+                "mae": "mean absolute error (lower is better)"}
+#: Panels per row of a figure: wider rows shrink below readable at the book's page width.
+PANELS_PER_ROW = 3
+
+
+def chance_level(results: pd.DataFrame, task: TaskSpec) -> float | None:
+    """Balanced accuracy of guessing, 100 / classes (from the results' class counts; 2 classes if none)."""
+    if task.kind != "classification":
+        return None
+    counts = results.loc[results["task"] == task.id, "class_counts"].dropna().astype(str)
+    classes = max((c.count("/") + 1 for c in counts if c), default=2)
+    return 100.0 / classes
+
+
 def plot_scores(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: int, *,
                 openbhb_split: str = "internal_test") -> Figure:
-    """One panel per task: this run's mean ± one SD (dots, error bars) and the paper's mean (crosses).
+    """One panel per task, at most three per row: this run's mean ± one SD (dots, error bars), the paper's mean
+    (crosses) and, for classification, chance (dashed).
 
     results: an evaluation.evaluate_tasks frame; tasks: specs or ids, one panel each in this order; table: the
     paper's table (2-5) to compare with. x: the paper's methods in METHOD_LABELS order, then any other method
-    of `results` (the released weights beside the paper's row of their method); y: the task's metric,
-    balanced accuracy in % or MAE in the target's unit.
+    of `results` (the released weights beside the paper's row of their method); y: the task's metric in words
+    (`METRIC_WORDS`), balanced accuracy in % or MAE in the target's unit. Titles name the cohort and the task.
     """
     import matplotlib.pyplot as plt
 
-    specs = _specs(tasks)
+    specs = task_specs(tasks)
     if not specs:
         raise ValueError("plot_scores: no tasks to plot")
     ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
     order = list(METHOD_LABELS.values())
     order += [m for m in ours["method"].unique() if m not in order]      # e.g. the released weights
     x = np.arange(len(order))
-    fig, axes = plt.subplots(1, len(specs), figsize=(2.6 * len(specs), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], specs):
+    columns = min(PANELS_PER_ROW, len(specs))
+    rows = -(-len(specs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.9 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, specs):
         mine = ours[ours["task"] == task.id].set_index("method").reindex(order)
         paper = theirs[theirs["task"] == task.id].set_index("method").reindex([paper_row_of(m) for m in order])
         ax.errorbar(x, mine["mean"], yerr=mine["std"], fmt="o", color="C0", label="this run")
         ax.plot(x, paper["mean"], "x", color="C3", markersize=8, label="paper")
-        ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
-        ax.set_title(task.id.split("/")[1], fontsize=9)
-        ax.set_ylabel(task.metric)
+        chance = chance_level(results, task)
+        if chance is not None:
+            ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(x, order, rotation=45, ha="right")
+        ax.set_title(f"{task.group}: {task.label}")
+        ax.set_ylabel(METRIC_WORDS.get(task.metric, task.metric))
+    for ax in list(axes.flat)[len(specs):]:
+        ax.set_visible(False)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -216,7 +241,7 @@ def method_ranks(frame: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> pd.Dat
     paper's cells (`tasks.paper_results()`). Returns [task x method] in the order of `tasks` and of
     METHOD_LABELS; NaN where a method has no score for a task.
     """
-    specs = _specs(tasks)
+    specs = task_specs(tasks)
     wide = frame.pivot_table(index="task", columns="method", values="mean").reindex(
         index=[t.id for t in specs], columns=list(METHOD_LABELS.values()))
     lower_is_better = {t.id for t in specs if t.kind == "regression"}
@@ -265,7 +290,7 @@ def best_methods(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: 
     """
     ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
     rows = [_task_row(task, ours[ours["task"] == task.id], theirs[theirs["task"] == task.id], results)
-            for task in _specs(tasks)]
+            for task in task_specs(tasks)]
     return pd.DataFrame(rows, columns=list(BEST_COLUMNS))
 
 
@@ -274,8 +299,10 @@ def _markdown_line(row: pd.Series) -> str:
         return f"- **{row['task']}**: not evaluable in this run."
     paper = ("not in the paper" if pd.isna(row["score_paper"])
              else f"best in the paper {row['best_paper']} ({row['score_paper']:.2f})")
+    sd = ("no SD (one test split)" if pd.isna(row["typical_sd"])
+          else f"typical SD over folds {row['typical_sd']:.2f}")
     return (f"- **{row['task']}**: best here {row['best_here']} ({row['score_here']:.2f}); {paper}; "
-            f"spread between our methods {row['spread']:.2f}, typical SD over folds {row['typical_sd']:.2f}.")
+            f"spread between our methods {row['spread']:.2f}, {sd}.")
 
 
 def best_methods_markdown(frame: pd.DataFrame) -> str:

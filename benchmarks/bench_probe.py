@@ -8,6 +8,7 @@ timing includes what `anatcl probe` does after embedding.
 
     python benchmarks/bench_probe.py                      # the full grid, 2 worker processes
     python benchmarks/bench_probe.py --methods simclr --folds 1 --workers 1
+    python benchmarks/bench_probe.py --grid-search        # the same through scikit-learn's GridSearchCV (before)
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def write_random_embeddings(cache: Path, sizes: dict[str, int], methods: list[st
 
 
 def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str, pd.DataFrame],
-                         seed: int) -> tuple[pd.DataFrame, float, float, float]:
+                         seed: int, grid_search: bool = False) -> tuple[pd.DataFrame, float, float, float]:
     """Load one checkpoint's cached embeddings and run all tasks.
 
     Returns (results, load seconds, probe wall seconds, probe CPU seconds of this process); CPU time
@@ -53,7 +54,7 @@ def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str,
     start = time.perf_counter()
     features = {c: np.load(cache / f"{method}-f{fold}" / f"{c}.npy") for c in cohorts}
     loaded, cpu = time.perf_counter(), time.process_time()
-    results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed)
+    results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed, grid_search=grid_search)
     return results, loaded - start, time.perf_counter() - loaded, time.process_time() - cpu
 
 
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes, one checkpoint each at a time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=None, help="optional CSV of all probe results")
+    parser.add_argument("--grid-search", action="store_true",
+                        help="search penalties with scikit-learn's GridSearchCV (the reference) instead of probe_search")
+    parser.add_argument("--skip-per-task", action="store_true", help="do not time each task separately")
     args = parser.parse_args()
 
     cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
@@ -72,13 +76,14 @@ def main() -> None:
         write_random_embeddings(cache, {c: len(t) for c, t in cohorts.items()}, args.methods, args.folds, args.seed)
         jobs = [(m, f) for m in args.methods for f in range(args.folds)]
         start = time.perf_counter()
-        runs = Parallel(n_jobs=args.workers)(delayed(probe_one_checkpoint)(cache, m, f, cohorts, args.seed)
+        runs = Parallel(n_jobs=args.workers)(delayed(probe_one_checkpoint)(cache, m, f, cohorts, args.seed,
+                                                                           args.grid_search)
                                              for m, f in jobs)
         wall = time.perf_counter() - start
 
     results = pd.concat([run[0] for run in runs], ignore_index=True)
     load, per_checkpoint, cpu = (np.array([run[i] for run in runs]) for i in (1, 2, 3))
-    per_task = _seconds_per_task(cohorts, args.seed)
+    per_task = None if args.skip_per_task else _seconds_per_task(cohorts, args.seed, args.grid_search)
     if args.results:
         results.to_csv(args.results, index=False)
     print(f"date: {dt.date.today()}  machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -88,14 +93,15 @@ def main() -> None:
     print(f"wall time: {wall:.0f} s; per checkpoint (22 tasks): wall median {np.median(per_checkpoint):.1f} s, "
           f"max {per_checkpoint.max():.1f} s; CPU median {np.median(cpu):.1f} s, total {cpu.sum():.0f} s; "
           f"embedding load median {np.median(load):.2f} s")
-    print("\nseconds per task, one checkpoint, one process:")
-    print(per_task.to_string())
+    if per_task is not None:
+        print("\nseconds per task, one checkpoint, one process:")
+        print(per_task.to_string())
     chance = results.query("evaluable and metric == 'balanced_accuracy' and evaluation == 'cv'")["score"]
     print(f"\nsanity: random features give balanced accuracy {chance.mean():.1f} % on average "
           f"(range {chance.min():.1f}-{chance.max():.1f})")
 
 
-def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:
+def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int, grid_search: bool) -> pd.DataFrame:
     """Time each task once on fresh random embeddings: where the wall time goes."""
     rng = np.random.default_rng(seed + 1)
     features = {c: np.maximum(rng.standard_normal((len(t), EMBED_DIM), dtype=np.float32), 0)
@@ -103,7 +109,8 @@ def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int) -> pd.DataFra
     rows = []
     for task in TASKS.values():
         start, cpu = time.perf_counter(), time.process_time()
-        result = evaluate_tasks({("simclr", 0): features}, cohorts, [task], seed=seed).iloc[0]
+        result = evaluate_tasks({("simclr", 0): features}, cohorts, [task], seed=seed,
+                                grid_search=grid_search).iloc[0]
         rows.append({"task": task.id, "n": result["n"],
                      "folds x repeats": f"{result['n_splits']}x{result['n_repeats']}",
                      "wall s": round(time.perf_counter() - start, 1), "CPU s": round(time.process_time() - cpu, 1)})

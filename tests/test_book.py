@@ -12,8 +12,8 @@ import jupytext
 import nbformat
 import pytest
 
-from anatcl_core.book import (ChapterFailed, chapter_order, execute_chapter, is_notebook_source, load_params,
-                              notebook_from_source)
+from anatcl_core.book import (ChapterFailed, chapter_order, chapter_parameters, execute_chapter, is_notebook_source,
+                              load_params, notebook_from_source)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p for p in (REPO / "book").glob("*.md") if is_notebook_source(p))
@@ -265,3 +265,21 @@ def test_the_book_does_not_say_the_engine_flips_or_always_augments():
     text = "\n".join(p.read_text() for p in sorted((REPO / "book").glob("*.md")))
     for claim in ("always crops, flips", "crops, flips, blurs", "there is no\nswitch for it yet"):
         assert claim not in text, claim
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_of_each_chapter(path, tmp_path):
+    """papermill parses the parameters cell line by line; a comment it cannot read makes it skip the line."""
+    import papermill
+
+    notebook = notebook_from_source(path, tmp_path / "chapter.ipynb")
+    assert set(papermill.inspect_notebook(str(notebook))) == chapter_parameters(REPO)[path.stem]
+
+
+def test_chapters_get_their_paths_relative_to_where_they_run(tmp_path):
+    """The injected parameters cell is shown on the page: it must not carry the build machine's paths."""
+    from anatcl_core.book import relative_paths
+    folder = tmp_path / "_build" / "source" / "book"
+    params = {"data_root": str(tmp_path / "_build" / "data" / "w"), "output_dir": str(tmp_path / "out"), "seed": 0}
+    assert relative_paths(params, folder) == {"data_root": "../../data/w", "output_dir": "../../../out"}
+    assert (folder / relative_paths(params, folder)["data_root"]).resolve() == Path(params["data_root"])

@@ -430,3 +430,30 @@ def test_a_saved_table_is_reused_only_for_the_same_probe_settings(tmp_path, monk
     assert len(calls) == 2 and other["score"].tolist() != first["score"].tolist()
     experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("protocol", ["ours", "paper"])
+@pytest.mark.parametrize("kind, n, d", [("classification", 120, 40), ("classification", 60, 80),
+                                        ("regression", 120, 40), ("regression", 60, 80)])
+def test_the_direct_search_chooses_what_grid_search_chooses(kind, n, d, protocol):
+    """probe_search against scikit-learn's GridSearchCV on the same folds: penalties equal, scores to 1e-6."""
+    rng = np.random.default_rng(n + d)
+    X = (rng.normal(size=(n, d)) * rng.uniform(0.2, 5, d)).astype(np.float32)
+    signal = X[:, :3].sum(axis=1)
+    y = (signal + rng.normal(size=n) > 0).astype(int) if kind == "classification" else 30 + signal + rng.normal(size=n)
+    y[:4] = 1 if kind == "classification" else y[:4]
+    direct = cross_validate_probe(X, y, kind, n_splits=4, seed=2, protocol=protocol)
+    reference = cross_validate_probe(X, y, kind, n_splits=4, seed=2, protocol=protocol, grid_search=True)
+    assert direct.best_params == reference.best_params
+    np.testing.assert_allclose(direct.scores, reference.scores, rtol=0, atol=1e-6)
+
+
+def test_the_ridge_path_is_sklearns_ridge_for_every_alpha():
+    from sklearn.linear_model import Ridge
+    from anatcl_core.probe_search import ridge_path
+    rng = np.random.default_rng(0)
+    for n, d in ((50, 10), (20, 60)):                          # more rows than features, and fewer
+        Z, y, new = rng.normal(size=(n, d)) + 3, rng.normal(size=n), rng.normal(size=(7, d))
+        alphas = [1e-3, 0.1, 10.0, 1e4]
+        expected = [Ridge(alpha=a).fit(Z, y).predict(new) for a in alphas]
+        np.testing.assert_allclose(ridge_path(Z, y, new, alphas), expected, rtol=1e-8, atol=1e-9)

@@ -51,13 +51,12 @@ def test_pages_render_with_content_and_no_errors(tmp_path, page, must_contain):
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("function, parameters", [
-    ("anatcl_core.probe.cross_validate_probe", ["X", "y", "kind", "groups", "n_splits", "seed", "n_repeats", "grid",
-                                                "inner_splits", "small_class_repeats", "min_per_test_fold", "n_jobs"]),
-    ("anatcl_core.embed.embed_volumes", ["model", "volumes", "batch_size", "device", "amp", "channels_last", "crop",
-                                         "compile", "progress", "ids"]),
-])
-def test_api_page_renders_google_style_args_as_parameter_lists(tmp_path, function, parameters):
+@pytest.mark.parametrize("function", ["anatcl_core.probe.cross_validate_probe", "anatcl_core.embed.embed_volumes"])
+def test_api_page_renders_google_style_args_as_parameter_lists(tmp_path, function):
+    import importlib
+    import inspect
+    module, name = function.rsplit(".", 1)
+    parameters = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
     path = HTML / "book" / "api.html"
     assert path.exists(), f"{path} missing: run `make book` first"
     dom = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", path.as_uri())
@@ -84,3 +83,70 @@ def test_the_build_recorded_how_long_each_chapter_took():
     assert list(timings["step"]) == ["synthetic data", *chapters, "jupyter-book build"]
     assert (timings["seconds"] >= 0).all() and timings["seconds"].sum() > 0
     assert (timings["status"] == "ok").all()
+
+
+# Injected into a copy of each page: after layout, record every table wider than the text column and every
+# table whose own box overflows its parent, as a JSON attribute that --dump-dom then shows.
+_MEASURE = """<script>
+window.addEventListener('load', () => {
+  const main = document.querySelector('main') || document.body;
+  const column = main.getBoundingClientRect().width;
+  const wide = [];
+  document.querySelectorAll('table').forEach((t, i) => {
+    const box = t.getBoundingClientRect().width, parent = t.parentElement.getBoundingClientRect().width;
+    if (box > parent + 1 || box > column + 1) wide.push([i, Math.round(box), Math.round(parent)]);
+  });
+  document.body.setAttribute('data-wide-tables', JSON.stringify(wide));
+});
+</script>"""
+
+
+def _chapter_pages():
+    if not (HTML / "book").exists():
+        return []
+    return sorted(p.name for p in (HTML / "book").glob("[0-9][0-9]_*.html"))
+
+
+@pytest.mark.parametrize("page", _chapter_pages())
+def test_no_table_is_wider_than_the_text_column(tmp_path, page):
+    import json
+    source = HTML / "book" / page
+    probe = source.with_name(f".measure-{page}")            # beside the page, so its CSS and images resolve
+    probe.write_text(source.read_text().replace("</body>", _MEASURE + "</body>"))
+    try:
+        dom = _chromium(tmp_path, "--window-size=1280,1600", "--virtual-time-budget=8000", "--dump-dom",
+                        probe.as_uri())
+    finally:
+        probe.unlink()
+    found = re.search(r"data-wide-tables=\"([^\"]*)\"", dom)
+    assert found, f"{page}: the layout was not measured"
+    wide = json.loads(found.group(1).replace("&quot;", '"'))
+    assert wide == [], f"{page}: tables (index, width px, container px) wider than their column: {wide}"
+
+
+@pytest.mark.parametrize("page", _chapter_pages())
+def test_pages_show_no_build_paths_and_no_nan(page):
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts, self.skip = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style") and self.skip > 0
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed((HTML / "book" / page).read_text())
+    text = " ".join(parser.parts)
+    build = str(HTML.parent.resolve())
+    assert build not in text, f"{page}: shows the build folder {build}"
+    assert not re.search(r"(?<![\w.])nan(?![\w(])", text), f"{page}: a literal 'nan' is shown: " + \
+        text[max(0, re.search(r'(?<![\w.])nan(?![\w(])', text).start() - 80):][:160]

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from anatcl_core.evaluation import RESULT_COLUMNS
-from anatcl_core.report import best_methods, best_methods_markdown, paper_table, plot_scores, summarise
+from anatcl_core.report import (METRIC_WORDS, best_methods, best_methods_markdown, paper_table, plot_scores,
+                                summarise)
 from anatcl_core.methods import METHOD_LABELS
-from anatcl_core.tasks import TASKS, paper_results
+from anatcl_core.tasks import TASKS, paper_results, tasks_for
 
 METHODS = list(METHOD_LABELS)
 
@@ -91,9 +92,25 @@ def test_figure_has_one_panel_per_task_with_the_papers_methods(openbhb_results):
     fig = plot_scores(results, ["openbhb/age", "openbhb/sex"], 2)
     try:
         assert len(fig.axes) == 2
-        for ax, (name, metric) in zip(fig.axes, [("age", "mae"), ("sex", "balanced_accuracy")]):
+        for ax, task in zip(fig.axes, ["openbhb/age", "openbhb/sex"]):
             assert [t.get_text() for t in ax.get_xticklabels()] == list(METHOD_LABELS.values())
-            assert (ax.get_title(), ax.get_ylabel()) == (name, metric)
+            assert ax.get_title() == f"OpenBHB: {TASKS[task].label}"
+            assert ax.get_ylabel() == METRIC_WORDS[TASKS[task].metric]
+        chance = [line.get_ydata()[0] for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"]
+        assert chance == [50.0] and not [l for l in fig.axes[0].get_lines() if l.get_linestyle() == "--"]
+    finally:
+        plt.close(fig)
+
+
+def test_figures_wrap_after_three_panels_per_row(openbhb_results):
+    tasks = [t.id for t in tasks_for(5)]                     # ten phenotype panels
+    rows = [result_row(m, t, "cv", 50.0 + i, 2.0) for i, m in enumerate(METHODS) for t in tasks]
+    fig = plot_scores(frame(rows), tasks, 5)
+    try:
+        visible = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(visible) == 10 and len(fig.axes) == 12          # 4 rows of 3, the last two hidden
+        assert {round(ax.get_position().width, 2) for ax in visible} == {round(visible[0].get_position().width, 2)}
+        assert fig.get_size_inches()[0] <= 3 * 4.2 + 1e-9
     finally:
         plt.close(fig)
 
@@ -153,3 +170,10 @@ def test_one_checkpoint_has_one_spread_its_folds():
     for spread in ("folds", "checkpoints"):
         row = summarise(frame(rows), spread=spread).iloc[0]
         assert (row["std"], row["spread"], row["runs"]) == (4.0, "cv folds", 1)
+
+
+def test_the_best_method_lines_never_print_nan(openbhb_results):
+    results, _, _ = openbhb_results
+    results = results.assign(std=np.nan)                          # test splits: one score, no SD
+    text = best_methods_markdown(best_methods(results, ["openbhb/age", "openbhb/sex"], 2))
+    assert "nan" not in text and text.count("no SD (one test split)") == 2

@@ -1,0 +1,88 @@
+"""What a run's probe results say, in words written from the numbers: the conclusions of chapters 5-8.
+
+For each classification task, every method's cross-validated balanced accuracy is compared with chance
+(100 / classes) through a rough 95% interval over its test folds (mean ± t * SD / sqrt(folds)). The folds share
+training subjects, so the interval is optimistic: "above chance" is a claim this run can make, not a proof;
+"at chance" means this run cannot tell the method from guessing. Regression tasks have no chance level in the
+results, so for them only the spread between methods is set against the typical SD over folds.
+
+Example::
+
+    Markdown(conclusions_markdown(results, tasks_for(3)))
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from anatcl_core.methods import label_of
+from anatcl_core.report import chance_level, summarise, task_specs
+from anatcl_core.tasks import TaskSpec
+
+
+def chance_verdicts(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> pd.DataFrame:
+    """One row per (classification task, method) of the cross-validated results: mean, rough 95% interval over
+    folds, chance, and `verdict` ("above chance", "at chance" or "below chance").
+
+    Columns: task, method (the paper's label), mean, low, high (balanced accuracy, %), chance (%), folds, verdict.
+    """
+    rows = []
+    for task in task_specs(tasks):
+        if task.kind != "classification":
+            continue
+        chance = chance_level(results, task)
+        scored = results[(results["task"] == task.id) & (results["evaluation"] == "cv")
+                         & results["evaluable"].astype(bool)]
+        for _, row in scored.iterrows():
+            folds = int(row["n_scored"]) if "n_scored" in row and pd.notna(row["n_scored"]) \
+                else int(row["n_splits"] * row["n_repeats"])
+            half = stats.t.ppf(0.975, folds - 1) * row["std"] / np.sqrt(folds) if folds > 1 else np.inf
+            low, high = row["score"] - half, row["score"] + half
+            verdict = "above chance" if low > chance else "below chance" if high < chance else "at chance"
+            rows.append({"task": task.id, "method": label_of(row["method"]), "mean": row["score"], "low": low,
+                         "high": high, "chance": chance, "folds": folds, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["task", "method", "mean", "low", "high", "chance", "folds", "verdict"])
+
+
+def _names(items: list[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+def conclusions_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> str:
+    """A paragraph per kind of task, written from `results` (an evaluate_tasks frame of one or more methods)."""
+    specs = task_specs(tasks)
+    verdicts = chance_verdicts(results, specs)
+    lines = []
+    if not verdicts.empty:
+        lifted = verdicts[verdicts["verdict"] == "above chance"]
+        by_task = {t: sorted(lifted.loc[lifted["task"] == t, "method"]) for t in verdicts["task"].unique()}
+        some = [f"{t} ({', '.join(m)})" for t, m in by_task.items() if m]
+        none = [t for t, m in by_task.items() if not m]
+        below = verdicts[verdicts["verdict"] == "below chance"]
+        text = (f"In this run, {len(some)} of {len(by_task)} classification tasks have at least one method whose "
+                f"rough 95% interval over folds lies above chance: {_names(some)}. For every method, this run "
+                f"cannot tell {_names(none)} from guessing.")
+        if not below.empty:
+            pairs = [f"{t} ({m})" for t, m in zip(below["task"], below["method"])]
+            text += f" Below chance, which a probe can only reach by noise: {_names(pairs)}."
+        lines.append(text)
+    regression = [t for t in specs if t.kind == "regression"]
+    if regression:
+        summary = summarise(results[results["task"].isin([t.id for t in regression])])
+        resolved, unresolved = [], []
+        for task in regression:
+            scores = summary[summary["task"] == task.id]
+            if scores.empty:
+                continue
+            spread, sd = scores["mean"].max() - scores["mean"].min(), scores["std"].median()
+            (resolved if pd.notna(sd) and spread > sd else unresolved).append(task.id)
+        lines.append(f"Of the score (regression) tasks, the methods' MAEs differ by more than a typical SD over "
+                     f"folds in {_names(resolved)}; elsewhere ({_names(unresolved)}) this run cannot rank them.")
+    n_checkpoints = results.groupby("method")["fold"].nunique().max() if not results.empty else 0
+    if n_checkpoints <= 1:
+        lines.append("Each method here is one pretraining run (one seed, one fold): a verdict this run gives "
+                     "may not survive another seed.")
+    return "\n\n".join(lines)
