@@ -62,7 +62,8 @@ def conclusions_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str])
         some = [f"{t} ({', '.join(m)})" for t, m in by_task.items() if m]
         none = [t for t, m in by_task.items() if not m]
         below = verdicts[verdicts["verdict"] == "below chance"]
-        text = (f"In this run, {len(some)} of {len(by_task)} classification tasks have at least one method whose "
+        text = (f"In this run, {len(some)} of {len(by_task)} classification tasks {'has' if len(some) == 1 else 'have'} "
+                f"at least one method whose "
                 f"rough 95% interval over folds lies above chance: {_names(some)}. For every method, this run "
                 f"cannot tell {_names(none)} from guessing.")
         if not below.empty:

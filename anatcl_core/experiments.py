@@ -10,7 +10,9 @@ Everything lives under one `output_dir`, so each chapter reuses what an earlier 
 Besides the six methods, `methods` may name the authors' released encoders, 'released-global' and
 'released-local' (`methods.RELEASED_METHODS`): fold k is their released file of pretraining fold k, read from the
 weights cache (`released_home`, else $ANATCL_HOME, else ~/.cache/anatcl; downloaded once when absent). They are
-never trained here, and they only read cohorts on the 1.5 mm CAT12 grid they were trained on.
+never trained here, and they only read cohorts on the 1.5 mm CAT12 grid they were trained on. And it may name the reference rows of
+`methods.BASELINES`: 'random-init' (an encoder of the runs' architecture at its seeded initialisation, saved as
+`runs/random-init-fold<k>/`) and 'desikan-table' (`desikan_features` of each cohort, no image at all).
 
 `progress=False` keeps progress bars off (the book's pages); the default shows them.
 """
@@ -27,7 +29,9 @@ from anatcl_core.age_probe import compare_encoders
 from anatcl_core.atomic import write_atomic
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel
-from anatcl_core.methods import method_ids, released_descriptor
+from anatcl_core.anatomy import MEASURE_CHANNELS
+from anatcl_core.checkpoints import save_checkpoint
+from anatcl_core.methods import BASELINES, method_ids, released_descriptor
 from anatcl_core.pretrain import PretrainConfig, pretrain
 from anatcl_core.released import released_path
 from anatcl_core.embed import EmbeddingCache, embed_volumes
@@ -63,11 +67,35 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
     So a chapter run alone in a fresh runtime trains what it needs, and one run after the pretraining chapter
     reuses its encoders without retraining or comparing settings. Returns {method: checkpoint}.
     """
-    found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in methods if not released_descriptor(m)}
+    trained = [m for m in methods if not released_descriptor(m) and m not in BASELINES]
+    found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in trained}
     missing = [m for m, path in found.items() if not path.exists()]
     if missing:
         found.update(pretrain_methods(data_root, output_dir, missing, fold, **overrides))
+    if "random-init" in methods:
+        found["random-init"] = untrained_encoder(output_dir, fold, found, overrides.get("width", 64),
+                                                 overrides.get("seed", 0))
     return found
+
+
+def untrained_encoder(output_dir: str | Path, fold: int, trained: dict[str, Path], width: int, seed: int) -> Path:
+    """`runs/random-init-fold<k>/checkpoint.pth`: the runs' architecture (read from one of `trained`, else
+    ResNet-18 of `width`) at `torch.manual_seed(seed)`'s initialisation, as the runs start; written once."""
+    path = run_dir(output_dir, "random-init", fold) / "checkpoint.pth"
+    if not path.exists():
+        shape = {"arch": "resnet18", "feat_dim": 128, "width": width}
+        for checkpoint in trained.values():
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            shape = {k: saved.get(k, shape[k]) for k in shape}
+            break
+        torch.manual_seed(seed)
+        save_checkpoint(path, AnatCLModel(shape["arch"], shape["feat_dim"], shape["width"]), untrained=True)
+    return path
+
+
+def desikan_features(cohort: Cohort) -> np.ndarray:
+    """[N, 204] float64: log thickness, grey-matter volume and surface area of the 68 Desikan regions."""
+    return np.log(np.maximum(cohort.roi[:, list(MEASURE_CHANNELS)].astype(np.float64), 1e-6)).reshape(len(cohort), -1)
 
 
 def open_cohorts(data_root: str | Path, names=COHORT_NAMES) -> dict[str, Cohort]:
@@ -110,9 +138,14 @@ def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=met
     for method in methods:                     # every refusal before the first download or embedding
         if released_descriptor(method):
             check_released_grid(method, cohorts)
-    return {(method, fold): cache.embeddings(encoder_checkpoint(output_dir, method, fold, released_home, progress),
-                                             cohorts)
-            for method in methods}
+    out = {}
+    for method in methods:
+        if method == "desikan-table":
+            out[(method, fold)] = {name: desikan_features(cohort) for name, cohort in cohorts.items()}
+        else:
+            out[(method, fold)] = cache.embeddings(encoder_checkpoint(output_dir, method, fold, released_home,
+                                                                      progress), cohorts)
+    return out
 
 
 def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[TaskSpec | str],

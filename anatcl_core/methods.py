@@ -61,6 +61,11 @@ RELEASED_DESCRIPTORS: tuple[str, ...] = tuple(m.released for m in METHODS.values
 RELEASED_METHODS: dict[str, str] = {f"released-{d}": d for d in RELEASED_DESCRIPTORS}
 RELEASED_SUFFIX = " (released)"
 
+#: Reference rows of the tables, never pretrained: an encoder at its random initialisation (seeded as the runs
+#: are), and the cohort's own Desikan measures, log thickness, grey-matter volume and surface area of the 68
+#: regions (what the anatomy tables alone give a linear probe, with no image at all).
+BASELINES: dict[str, str] = {"random-init": "untrained encoder", "desikan-table": "Desikan table"}
+
 
 def method_ids() -> tuple[str, ...]:
     """Every method id, in the paper's row order."""
@@ -85,7 +90,7 @@ def label_of(method_id: str) -> str:
     descriptor = released_descriptor(method_id)
     if descriptor is not None:
         return METHOD_LABELS[f"anatcl-{descriptor}"] + RELEASED_SUFFIX
-    return METHOD_LABELS.get(method_id, method_id)
+    return METHOD_LABELS.get(method_id, BASELINES.get(method_id, method_id))
 
 
 def paper_row_of(label: str) -> str:

@@ -4,8 +4,8 @@
 every fit through scikit-learn's estimator and scorer machinery; in a probe that is hundreds of small fits.
 Here each inner training fold is standardised once, and
 
-- the ridge path for every alpha comes from one SVD of the standardised fold (`ridge_path`): the closed form
-  of `Ridge(alpha)` with an intercept, equal to scikit-learn's solvers to rounding;
+- the ridge path for every alpha shares one Gram matrix of the standardised fold (`ridge_path`): the closed
+  form of `Ridge(alpha)` with an intercept, equal to scikit-learn's solvers to rounding;
 - logistic regressions are the same `LogisticRegression` fits on the same arrays, so their predictions are
   bit for bit those of the grid search.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy import linalg
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score
 from sklearn.preprocessing import StandardScaler
@@ -32,16 +33,21 @@ _SCORERS = {"balanced_accuracy": balanced_accuracy_score, "r2": r2_score,
 def ridge_path(Z: np.ndarray, y: np.ndarray, Z_new: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
     """Ridge predictions for every alpha at once: Z [n, d], y [n], Z_new [m, d] -> [len(alphas), m].
 
-    With an intercept, as `Ridge(alpha).fit(Z, y).predict(Z_new)`: w = V diag(s / (s^2 + alpha)) U^T (y - mean y)
-    from the SVD of the centred Z; float64 throughout.
+    With an intercept, as `Ridge(alpha).fit(Z, y).predict(Z_new)`: the centred Gram matrix (d x d, or the
+    n x n kernel when n < d) is formed once and each alpha is one Cholesky solve of it plus alpha I; float64.
     """
     Z, Z_new, y = (np.asarray(a, dtype=np.float64) for a in (Z, Z_new, y))
-    mean = Z.mean(axis=0)
-    U, s, Vt = np.linalg.svd(Z - mean, full_matrices=False)
-    projected = U.T @ (y - y.mean())                                       # [r]
-    shrink = s / (s ** 2 + np.asarray(alphas, dtype=np.float64)[:, None])  # [A, r]
-    coefs = (shrink * projected) @ Vt                                      # [A, d]
-    return coefs @ (Z_new - mean).T + y.mean()
+    mean, y_mean = Z.mean(axis=0), y.mean()
+    centred, target = Z - mean, y - y_mean
+    primal = centred.shape[0] >= centred.shape[1]
+    gram = centred.T @ centred if primal else centred @ centred.T
+    right = centred.T @ target if primal else target
+    eye = np.eye(len(gram))
+    coefs = []
+    for alpha in alphas:
+        solved = linalg.solve(gram + alpha * eye, right, assume_a="pos")
+        coefs.append(solved if primal else centred.T @ solved)
+    return np.stack(coefs) @ (Z_new - mean).T + y_mean
 
 
 def inner_scores(X: np.ndarray, y: np.ndarray, kind: str, inner: Splits, values: Sequence[float],

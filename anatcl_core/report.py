@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from anatcl_core.methods import METHOD_LABELS, label_of, paper_row_of
+from anatcl_core.methods import BASELINES, METHOD_LABELS, label_of, paper_row_of
 from anatcl_core.tasks import SUSPECT_PAPER_VALUES, TaskSpec, paper_results, select_tasks, tasks_for
 
 if TYPE_CHECKING:
@@ -283,12 +283,14 @@ def best_methods(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], table: 
 
     One row per task, in the order of `tasks`; columns (BEST_COLUMNS): task, metric ("balanced_accuracy"
     in %, "mae" in the target's unit), best_here and score_here (this run's best method label and its
-    score), best_paper and score_paper (the same in the paper), spread (best minus worst of this run's
+    score; the reference rows of `methods.BASELINES` are never "best"), best_paper and score_paper (the same in
+    the paper), spread (best minus worst of this run's
     methods, absolute, same unit), typical_sd (median over methods of the SD over folds, same unit), note.
     A task with no evaluable score here has NaN in best_here, score_here, spread and typical_sd and says why
     in note; a task the paper does not report has NaN in best_paper and score_paper.
     """
     ours, theirs = ours_by_method(results, openbhb_split), _paper(table)
+    ours = ours[~ours["method"].isin(list(BASELINES.values()))]           # references, not candidates
     rows = [_task_row(task, ours[ours["task"] == task.id], theirs[theirs["task"] == task.id], results)
             for task in task_specs(tasks)]
     return pd.DataFrame(rows, columns=list(BEST_COLUMNS))

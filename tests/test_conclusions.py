@@ -34,7 +34,7 @@ def test_the_paragraph_names_what_the_numbers_say():
                     + rows_for("oasis3/ad-vs-hc", {"yaware": 52.0, "simclr": 49.0})
                     + rows_for("adni/smci-vs-pmci", {"yaware": 40.0, "simclr": 50.0}, std=1.0))
     text = conclusions_markdown(results, ["adni/ad-vs-hc", "oasis3/ad-vs-hc", "adni/smci-vs-pmci"])
-    assert "1 of 3 classification tasks" in text and "adni/ad-vs-hc (y-Aware)" in text
+    assert "1 of 3 classification tasks has" in text and "adni/ad-vs-hc (y-Aware)" in text
     assert "cannot tell oasis3/ad-vs-hc, adni/smci-vs-pmci from guessing" in text
     assert "adni/smci-vs-pmci (y-Aware)" in text.split("Below chance")[1]
     assert "one seed" in text                                       # one checkpoint per method

@@ -49,7 +49,7 @@ def test_each_parameter_cell_says_what_default_yaml_says(chapter):
 
 def test_shared_chapter_parameters_agree_across_chapters():
     cells = {c.stem: cell_parameters(c) for c in CHAPTERS}
-    for name in ("methods", "released_home", "protocol", "fold", "n_splits", "small_class_repeats", "width", "lr", "epochs", "batch_size",
+    for name in ("methods", "released_home", "baselines", "protocol", "fold", "n_splits", "small_class_repeats", "width", "lr", "epochs", "batch_size",
                  "max_steps_per_epoch"):
         values = {stem: repr(v[name]) for stem, v in cells.items() if name in v}
         assert len(set(values.values())) == 1, f"{name} differs between chapters: {values}"

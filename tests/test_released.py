@@ -260,3 +260,27 @@ def test_released_methods_are_labelled_and_never_pretrained(tmp_path):
     assert label_of("released-local") == "AnatCL-L3 (released)" and paper_row_of(label_of("released-local")) == \
         "AnatCL-L3"
     assert ensure_encoders(tmp_path / "data", tmp_path / "out", ["released-global"]) == {}
+
+
+def test_the_reference_rows_are_an_untrained_encoder_and_the_desikan_table(tmp_path):
+    from anatcl_core.anatomy import CHANNELS
+    from anatcl_core.experiments import desikan_features
+    from anatcl_core.methods import BASELINES
+    adni = small_cohort(tmp_path / "data" / "adni", 3.0)
+    found = ensure_encoders(tmp_path / "data", tmp_path / "out", list(BASELINES), width=8, seed=3)
+    assert set(found) == {"random-init"}
+    saved = torch.load(found["random-init"], weights_only=True)
+    torch.manual_seed(3)
+    fresh = AnatCLModel(width=8).state_dict()
+    assert all(torch.equal(saved["model"][k], v) for k, v in fresh.items()) and saved["untrained"]
+    embeddings = method_embeddings(tmp_path / "data", tmp_path / "out", list(BASELINES), progress=False)
+    table = embeddings[("desikan-table", 0)]["adni"]
+    assert table.shape == (20, 204)
+    thickness = CHANNELS.index("average_thickness_mm")                               # CT, GMV, SA: AnatCL's order
+    np.testing.assert_allclose(np.exp(table[:, :68]), adni.roi[:, thickness], rtol=1e-5)
+    np.testing.assert_allclose(desikan_features(adni), table)
+    assert embeddings[("random-init", 0)]["adni"].shape == (20, 64)
+    results = evaluate_methods(tmp_path / "data", tmp_path / "out", ["adni/ad-vs-hc"], list(BASELINES),
+                               n_splits=2, progress=False)
+    assert set(results["method"]) == set(BASELINES)
+    assert set(paper_table(3, results).index[-2:]) == set(BASELINES.values())
