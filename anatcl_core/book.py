@@ -187,6 +187,7 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
             with _timed(timings, entry):
                 execute_chapter(notebook, chapter_params, cwd=notebook.parent)
     render = build_dir / "render"
+    vendor_mathjax(source / "book" / "_static" / "mathjax")
     with _timed(timings, "jupyter-book build"):
         subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
                         "--path-output", str(render), "--keep-going"], check=True)
@@ -197,6 +198,30 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
     for download in (html / "_sources").rglob("*.ipynb"):
         drop_injected_parameters(download)
     return html
+
+
+#: What MathJax 3 needs from its es5 build: the loader _config.yml's mathjax_path names, and its fonts.
+MATHJAX_FILES = ("tex-mml-chtml.js", "output/chtml/fonts/woff-v2")
+
+
+def vendor_mathjax(target: Path) -> Path:
+    """Copy MathJax 3 (from the `django-static-mathjax` package of the book extra) to `target`, the book's
+    `_static/mathjax/`, so pages typeset equations with no network (Sphinx's default loads it from a CDN)."""
+    from importlib import resources
+
+    try:
+        origin = resources.files("mathjax") / "static" / "mathjax" / "es5"
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the book needs MathJax's files: pip install 'anatcl-core[book]' (it brings "
+                                  "django-static-mathjax)") from None
+    for name in MATHJAX_FILES:
+        source, destination = Path(str(origin / name)), target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, destination)
+    return target
 
 
 def relative_paths(chapter_params: dict, folder: Path) -> dict[str, str]:

@@ -283,3 +283,13 @@ def test_chapters_get_their_paths_relative_to_where_they_run(tmp_path):
     params = {"data_root": str(tmp_path / "_build" / "data" / "w"), "output_dir": str(tmp_path / "out"), "seed": 0}
     assert relative_paths(params, folder) == {"data_root": "../../data/w", "output_dir": "../../../out"}
     assert (folder / relative_paths(params, folder)["data_root"]).resolve() == Path(params["data_root"])
+
+
+def test_mathjax_is_copied_into_the_book_so_equations_need_no_network(tmp_path):
+    from anatcl_core.book import vendor_mathjax
+    target = vendor_mathjax(tmp_path / "_static" / "mathjax")
+    loader = target / "tex-mml-chtml.js"
+    assert loader.stat().st_size > 500_000 and b"MathJax" in loader.read_bytes()
+    assert len(list((target / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))) > 10
+    config = (REPO / "_config.yml").read_text()
+    assert 'mathjax_path: "mathjax/tex-mml-chtml.js"' in config and '"book/_static"' in config

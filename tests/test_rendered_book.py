@@ -150,3 +150,12 @@ def test_pages_show_no_build_paths_and_no_nan(page):
     assert build not in text, f"{page}: shows the build folder {build}"
     assert not re.search(r"(?<![\w.])nan(?![\w(])", text), f"{page}: a literal 'nan' is shown: " + \
         text[max(0, re.search(r'(?<![\w.])nan(?![\w(])', text).start() - 80):][:160]
+
+
+def test_equations_are_typeset_from_the_books_own_mathjax(tmp_path):
+    """Chromium runs here without network, so typeset equations prove MathJax came with the book."""
+    page = HTML / "book" / "03_objectives.html"
+    source = page.read_text()
+    assert "_static/mathjax/tex-mml-chtml.js" in source and "cdn.jsdelivr.net/npm/mathjax" not in source
+    dom = _chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", page.as_uri())
+    assert dom.count("<mjx-container") >= 5, "equations were not typeset"
