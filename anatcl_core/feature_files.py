@@ -106,8 +106,16 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(ids [N], features [N, D] float32) from a file `write_features` wrote (any of FEATURE_FORMATS)."""
     path = Path(path)
     if path.suffix == ".npy":
-        ids = pd.read_csv(ids_sidecar(path), sep="\t", dtype=str)[ID_COLUMN].tolist()
-        return ids, np.load(path).astype(np.float32, copy=False)
+        sidecar = ids_sidecar(path)
+        ids = pd.read_csv(sidecar, sep="\t", dtype=str)[ID_COLUMN].tolist()
+        try:
+            features = np.load(path)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a NumPy array file ({' '.join(str(err).split())[:80]})") from None
+        if features.ndim != 2 or len(features) != len(ids):
+            raise ValueError(f"{path}: array of shape {list(features.shape)} for {len(ids)} ids in {sidecar}; "
+                             "expected [subjects, features], one row per id")
+        return ids, features.astype(np.float32, copy=False)
     if path.suffix == ".parquet":
         table = pd.read_parquet(path)
     elif path.suffix in (".tsv", ".csv"):
@@ -117,4 +125,9 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     if ID_COLUMN not in table.columns:
         raise ValueError(f"{path}: no '{ID_COLUMN}' column; found {list(table.columns[:5])}")
     columns = [c for c in table.columns if c != ID_COLUMN]
+    text = [c for c in columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if not columns or text:
+        found = f"column(s) {text[:3]} hold text" if text else "no feature columns"
+        raise ValueError(f"{path}: {found}; expected {ID_COLUMN} then one numeric column per feature (the file "
+                         "anatcl embed writes; a participants table goes to --labels)")
     return table[ID_COLUMN].astype(str).tolist(), table[columns].to_numpy(dtype=np.float32)

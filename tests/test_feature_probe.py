@@ -111,3 +111,18 @@ def test_mixed_or_missing_probe_flags_are_one_line(argv, message, capsys):
     assert main(["probe", *argv]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_file_that_is_not_a_feature_file_is_named_in_one_line(tmp_path, capsys):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    np.save(tmp_path / "short.npy", np.zeros((3, 4), dtype=np.float32))
+    pd.DataFrame({"participant_id": ["a", "b"]}).to_csv(tmp_path / "short.ids.tsv", sep="\t", index=False)
+    (tmp_path / "fake.npy").write_text("not an array")
+    pd.DataFrame({"participant_id": ["a"]}).to_csv(tmp_path / "fake.ids.tsv", sep="\t", index=False)
+    for given, message in ((labels, "hold text; expected participant_id then one numeric column"),
+                           (tmp_path / "short.npy", "array of shape [3, 4] for 2 ids"),
+                           (tmp_path / "fake.npy", "not a NumPy array file")):
+        assert main(["probe", "--features", str(given), "--labels", str(labels), "--target", "group"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and str(given) in err, err
