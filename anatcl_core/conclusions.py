@@ -87,3 +87,34 @@ def conclusions_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str])
         lines.append("Each method here is one pretraining run (one seed, one fold): a verdict this run gives "
                      "may not survive another seed.")
     return "\n\n".join(lines)
+
+
+def phenotype_origins(tasks: Iterable[TaskSpec | str], origin: dict[str, str]) -> pd.DataFrame:
+    """How the synthetic generator made each task's score: task, column, driven ('anatomy' or 'none'), how.
+
+    origin: column -> description, e.g. `data.synthetic.phenotypes.PHENOTYPE_ORIGIN` (its text starts with
+    "anatomy" or "anatomy-free"). Tasks whose column is not in `origin` are left out.
+    """
+    rows = [{"task": t.id, "column": t.target.column,
+             "driven": "none" if origin[t.target.column].startswith("anatomy-free") else "anatomy",
+             "how": origin[t.target.column].split(": ", 1)[-1]}
+            for t in task_specs(tasks) if t.target.column in origin]
+    return pd.DataFrame(rows, columns=["task", "column", "driven", "how"])
+
+
+def anatomy_free_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str], origin: dict[str, str]) -> str:
+    """Whether every method sits at chance on the scores the generator drew with no anatomy: a check on the
+    evaluation itself (a probe that beats chance there has leaked or overfitted)."""
+    origins = phenotype_origins(tasks, origin)
+    free = origins.loc[origins["driven"] == "none", "task"].tolist()
+    verdicts = chance_verdicts(results, free)
+    if verdicts.empty:
+        return "No anatomy-free score could be scored in this run."
+    off = verdicts[verdicts["verdict"] != "at chance"]
+    if off.empty:
+        return (f"On the scores the generator drew with no anatomy ({', '.join(free)}), every method sits at "
+                "chance, as a sound probe must.")
+    pairs = ", ".join(f"{t} ({m}, {v})" for t, m, v in zip(off["task"], off["method"], off["verdict"]))
+    return (f"On the scores the generator drew with no anatomy ({', '.join(free)}), some intervals miss chance: "
+            f"{pairs}. With {len(verdicts)} intervals at 95%, about {0.05 * len(verdicts):.1f} are expected to "
+            "miss by chance alone; more than that would point at a leak.")

@@ -47,3 +47,18 @@ def test_regression_tasks_are_ranked_only_when_the_spread_exceeds_the_sd():
     assert "more than a typical SD over folds in abide1/fiq;" in text and "(abide1/viq)" in text
     several = pd.concat([results, results.assign(fold=1)])
     assert "one seed" not in conclusions_markdown(several, ["abide1/fiq"])
+
+
+def test_the_anatomy_free_scores_are_checked_against_chance():
+    from anatcl_core.conclusions import anatomy_free_markdown, phenotype_origins
+    from anatcl_core.data.synthetic.phenotypes import PHENOTYPE_ORIGIN
+    from anatcl_core.tasks import tasks_for
+    origins = phenotype_origins(tasks_for(5), PHENOTYPE_ORIGIN).set_index("task")["driven"]
+    assert origins["schizconnect/depression"] == "none" and origins["schizconnect/aims-overall"] == "anatomy"
+    assert set(origins[origins == "none"].index) == {"schizconnect/aims-lower", "schizconnect/depression",
+                                                     "schizconnect/gait"}
+    quiet = frame(rows_for("schizconnect/gait", {"yaware": 51.0, "simclr": 49.0}))
+    assert "every method sits at chance" in anatomy_free_markdown(quiet, tasks_for(5), PHENOTYPE_ORIGIN)
+    leak = frame(rows_for("schizconnect/gait", {"yaware": 75.0, "simclr": 49.0}))
+    text = anatomy_free_markdown(leak, tasks_for(5), PHENOTYPE_ORIGIN)
+    assert "schizconnect/gait (y-Aware, above chance)" in text
