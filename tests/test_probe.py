@@ -271,8 +271,8 @@ def test_paper_table_puts_ours_beside_the_paper_with_the_difference():
     cell = {source: table.loc["AnatCL-L3", ("ABIDE-I", "PDD-NOS", source)] for source in ("paper", "ours", "Δ")}
     assert cell == {"paper": "65.37 ± 6.73", "ours": "60.00 ± 1.00", "Δ": "-5.37"}
     assert table.loc["SimCLR", ("ABIDE-I", "PDD-NOS", "ours")] == "—"
-    assert list(table.index)[-1] == "random-init"                      # methods the paper lacks come last
-    assert table.loc["random-init", ("ABIDE-I", "PDD-NOS", "paper")] == "—"
+    assert list(table.index)[-1] == "untrained encoder"                # methods the paper lacks come last
+    assert table.loc["untrained encoder", ("ABIDE-I", "PDD-NOS", "paper")] == "—"
 
 
 def test_iq_columns_are_marked_and_explained():
