@@ -31,7 +31,7 @@ from anatcl_core.data.cohort import Cohort
 from anatcl_core.encoder import AnatCLModel
 from anatcl_core.anatomy import MEASURE_CHANNELS
 from anatcl_core.checkpoints import save_checkpoint
-from anatcl_core.methods import BASELINES, method_ids, released_descriptor
+from anatcl_core.methods import BASELINES, RELEASED_METHODS, method_ids, released_descriptor
 from anatcl_core.pretrain import PretrainConfig, pretrain
 from anatcl_core.released import released_path
 from anatcl_core.embed import EmbeddingCache, embed_volumes
@@ -67,6 +67,7 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
     So a chapter run alone in a fresh runtime trains what it needs, and one run after the pretraining chapter
     reuses its encoders without retraining or comparing settings. Returns {method: checkpoint}.
     """
+    check_methods(methods)
     trained = [m for m in methods if not released_descriptor(m) and m not in BASELINES]
     found = {m: run_dir(output_dir, m, fold) / "checkpoint.pth" for m in trained}
     missing = [m for m, path in found.items() if not path.exists()]
@@ -76,6 +77,15 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
         found["random-init"] = untrained_encoder(output_dir, fold, found, overrides.get("width", 64),
                                                  overrides.get("seed", 0))
     return found
+
+
+def check_methods(methods) -> None:
+    """Refuse an unknown name in `methods` before anything is trained or embedded, naming every kind accepted."""
+    known = (*method_ids(), *RELEASED_METHODS, *BASELINES)
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; expected any of the methods {method_ids()}, the released "
+                         f"weights {tuple(RELEASED_METHODS)} or the reference rows {tuple(BASELINES)}")
 
 
 def untrained_encoder(output_dir: str | Path, fold: int, trained: dict[str, Path], width: int, seed: int) -> Path:
@@ -133,6 +143,7 @@ def method_embeddings(data_root: str | Path, output_dir: str | Path, methods=met
                       released_home: str | Path | None = None) -> dict[tuple[str, int], dict]:
     """{(method, fold): {cohort: [N, D]}} from the methods' checkpoints (`encoder_checkpoint`; D = 8 x width),
     embedding only what is not cached."""
+    check_methods(methods)
     cache = EmbeddingCache(Path(output_dir) / "embeddings", batch_size=batch_size, device=device, progress=progress)
     cohorts = open_cohorts(data_root, cohort_names)
     for method in methods:                     # every refusal before the first download or embedding

@@ -284,3 +284,10 @@ def test_the_reference_rows_are_an_untrained_encoder_and_the_desikan_table(tmp_p
                                n_splits=2, progress=False)
     assert set(results["method"]) == set(BASELINES)
     assert set(paper_table(3, results).index[-2:]) == set(BASELINES.values())
+
+
+def test_a_misspelt_method_is_refused_naming_every_kind_accepted(tmp_path):
+    for call in (lambda: ensure_encoders(tmp_path, tmp_path, ["released-globl"]),
+                 lambda: method_embeddings(tmp_path, tmp_path, ["yawre"], progress=False)):
+        with pytest.raises(ValueError, match=r"unknown \['(released-globl|yawre)'\].*'released-global'.*'desikan-table'"):
+            call()
