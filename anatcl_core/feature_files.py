@@ -1,9 +1,11 @@
 """Feature tables on disk: one row per subject, `participant_id` then `feature_000`, `feature_001`, ...
 
-The format follows the file name's extension:
+The format follows the file name's extension::
+
   .tsv / .csv   text, tab- or comma-separated, floats written with 9 significant digits (float32 round-trips)
   .parquet      Apache Parquet, written by pyarrow (an optional dependency: `pip install pyarrow`)
   .npy          the [N, D] float32 array alone, plus a sidecar `<stem>.ids.tsv` with the `participant_id` column
+
 Every file is written atomically (`anatcl_core.atomic.write_atomic`): a killed run leaves the previous file, or
 none, never half of one. For .npy the sidecar is written first, so a complete array always has its ids.
 """

@@ -63,8 +63,8 @@ class GMMap:
 
 
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named by `paths`, in the order given: a file as is, a folder searched recursively for *.nii and
-    *.nii.gz (sorted), a glob pattern (sorted; the shell usually expands it first). Duplicates are dropped.
+    """Files named by `paths`, in the order given: a file as is, a folder searched recursively for `*.nii` and
+    `*.nii.gz` (sorted), a glob pattern (sorted; the shell usually expands it first). Duplicates are dropped.
 
     A folder or a pattern with no NIfTI file, or a path that does not exist, is a MapError.
     """
