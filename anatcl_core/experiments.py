@@ -34,7 +34,7 @@ from anatcl_core.checkpoints import save_checkpoint
 from anatcl_core.methods import BASELINES, RELEASED_METHODS, method_ids, released_descriptor
 from anatcl_core.pretrain import PretrainConfig, pretrain
 from anatcl_core.released import released_path
-from anatcl_core.embed import EmbeddingCache, embed_volumes
+from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_tasks
 from anatcl_core.tasks import TaskSpec, tasks_for
 
@@ -74,8 +74,8 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
     if missing:
         found.update(pretrain_methods(data_root, output_dir, missing, fold, **overrides))
     if "random-init" in methods:
-        found["random-init"] = untrained_encoder(output_dir, fold, found, overrides.get("width", 64),
-                                                 overrides.get("seed", 0))
+        found["random-init"] = untrained_encoder(output_dir, fold, next(iter(found.values()), None),
+                                                 overrides.get("width", 64), overrides.get("seed", 0))
     return found
 
 
@@ -88,19 +88,22 @@ def check_methods(methods) -> None:
                          f"weights {tuple(RELEASED_METHODS)} or the reference rows {tuple(BASELINES)}")
 
 
-def untrained_encoder(output_dir: str | Path, fold: int, trained: dict[str, Path], width: int, seed: int) -> Path:
-    """`runs/random-init-fold<k>/checkpoint.pth`: the runs' architecture (read from one of `trained`, else
-    ResNet-18 of `width`) at `torch.manual_seed(seed)`'s initialisation, as the runs start; written once."""
+def untrained_encoder(output_dir: str | Path, fold: int, like: Path | None, width: int, seed: int) -> Path:
+    """`runs/random-init-fold<k>/checkpoint.pth`: the architecture of `like` (a trained run's checkpoint; else a
+    ResNet-18 of `width`) at `torch.manual_seed(seed)`'s initialisation, as the runs start. Written again when
+    the file there has another architecture, width or seed (a rerun with other settings)."""
+    shape = {"arch": "resnet18", "feat_dim": 128, "width": width}
+    if like is not None:
+        saved = torch.load(like, map_location="cpu", weights_only=True)
+        shape = {k: saved.get(k, default) for k, default in shape.items()}
     path = run_dir(output_dir, "random-init", fold) / "checkpoint.pth"
-    if not path.exists():
-        shape = {"arch": "resnet18", "feat_dim": 128, "width": width}
-        for checkpoint in trained.values():
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            shape = {k: saved.get(k, shape[k]) for k in shape}
-            break
-        torch.manual_seed(seed)
-        save_checkpoint(path, AnatCLModel(shape["arch"], shape["feat_dim"], shape["width"]), untrained=True)
-    return path
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if {k: saved.get(k) for k in shape} == shape and saved.get("seed") == seed:
+            return path
+    torch.manual_seed(seed)
+    return save_checkpoint(path, AnatCLModel(shape["arch"], shape["feat_dim"], shape["width"]), untrained=True,
+                           seed=seed)
 
 
 def desikan_features(cohort: Cohort) -> np.ndarray:
@@ -209,18 +212,16 @@ def age_check(data_root: str | Path, output_dir: str | Path, methods=method_ids(
     """Held-out OpenBHB age from every method's frozen features (`age_probe.compare_encoders`).
 
     The ridge is fitted on the rows the checkpoints were pretrained on (as recorded in them) and scores every
-    other subject. Beside the methods: an untrained encoder of the same width, initialised like the runs
-    (`torch.manual_seed(seed)`), and the training median. `reference` is used when it is one of `methods`.
+    other subject. Beside the methods: the untrained encoder of the same architecture, initialised like the
+    runs (`untrained_encoder`, the table chapters' reference row), and the training median. `reference` is used when it is one of `methods`.
     """
-    embeddings = method_embeddings(data_root, output_dir, methods, fold, device=device, cohort_names=("openbhb",),
-                                   progress=progress)
+    first = run_dir(output_dir, methods[0], fold) / "checkpoint.pth"
+    untrained_encoder(output_dir, fold, first, 64, seed)           # the table chapters' reference row, too
+    embeddings = method_embeddings(data_root, output_dir, [*methods, "random-init"], fold, device=device,
+                                   cohort_names=("openbhb",), progress=progress)
     openbhb = Cohort.open(Path(data_root) / "openbhb")
-    saved = torch.load(run_dir(output_dir, methods[0], fold) / "checkpoint.pth", map_location="cpu",
-                       weights_only=True)
-    pretrained_rows = saved["rows"].numpy()
-    torch.manual_seed(seed)
-    untrained = AnatCLModel(saved["arch"], saved["feat_dim"], saved.get("width", 64))
-    features = {"random init": embed_volumes(untrained, openbhb.volumes, device=device, progress=progress)}
+    pretrained_rows = torch.load(first, map_location="cpu", weights_only=True)["rows"].numpy()
+    features = {"random init": embeddings[("random-init", fold)]["openbhb"]}
     features.update({m: embeddings[(m, fold)]["openbhb"] for m in methods})
     held_out = np.setdiff1d(np.arange(len(openbhb)), pretrained_rows)
     return compare_encoders(features, openbhb.participants["age"].to_numpy(float), pretrained_rows, held_out,

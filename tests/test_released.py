@@ -291,3 +291,16 @@ def test_a_misspelt_method_is_refused_naming_every_kind_accepted(tmp_path):
                  lambda: method_embeddings(tmp_path, tmp_path, ["yawre"], progress=False)):
         with pytest.raises(ValueError, match=r"unknown \['(released-globl|yawre)'\].*'released-global'.*'desikan-table'"):
             call()
+
+
+def test_the_untrained_encoder_follows_the_settings_of_a_rerun(tmp_path):
+    """A rerun with another width or seed must not keep the first run's untrained encoder."""
+    small_cohort(tmp_path / "data" / "adni", 3.0)
+    path = ensure_encoders(tmp_path / "data", tmp_path / "out", ["random-init"], width=8, seed=3)["random-init"]
+    first = path.read_bytes()
+    assert ensure_encoders(tmp_path / "data", tmp_path / "out", ["random-init"], width=8, seed=3)["random-init"] \
+        .read_bytes() == first                                                     # same settings: kept
+    for width, seed in ((16, 3), (16, 4)):
+        ensure_encoders(tmp_path / "data", tmp_path / "out", ["random-init"], width=width, seed=seed)
+        saved = torch.load(path, weights_only=True)
+        assert (saved["width"], saved["seed"]) == (width, seed)
