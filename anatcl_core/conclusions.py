@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from anatcl_core.methods import label_of
-from anatcl_core.report import chance_level, summarise, task_specs
+from anatcl_core.report import chance_level, scored_folds, summarise, task_specs
 from anatcl_core.tasks import TaskSpec
 
 
@@ -36,9 +36,7 @@ def chance_verdicts(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]) -> p
         chance = chance_level(results, task)
         scored = results[(results["task"] == task.id) & (results["evaluation"] == "cv")
                          & results["evaluable"].astype(bool)]
-        for _, row in scored.iterrows():
-            folds = int(row["n_scored"]) if "n_scored" in row and pd.notna(row["n_scored"]) \
-                else int(row["n_splits"] * row["n_repeats"])
+        for (_, row), folds in zip(scored.iterrows(), scored_folds(scored).astype(int)):
             half = stats.t.ppf(0.975, folds - 1) * row["std"] / np.sqrt(folds) if folds > 1 else np.inf
             low, high = row["score"] - half, row["score"] + half
             verdict = "above chance" if low > chance else "below chance" if high < chance else "at chance"

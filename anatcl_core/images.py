@@ -217,8 +217,7 @@ def write_maps(cohort: Cohort, folder: str | Path, rows: Sequence[int] | None = 
     paths = []
     for row in rows:
         subject = str(cohort.participants["participant_id"].iloc[row])
-        path = Path(folder) / subject / "mri" / f"mwp1{subject}_T1w.nii.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(folder) / subject / "mri" / f"mwp1{subject}_T1w.nii.gz"      # write_atomic makes the folders
         image = nib.Nifti1Image(np.asarray(cohort.volumes[row], dtype=np.float32), cohort.affine)
         write_atomic(path, lambda f, image=image: f.write(gzip.compress(image.to_bytes(), compresslevel=1)))
         paths.append(path)

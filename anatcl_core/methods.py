@@ -89,7 +89,7 @@ def label_of(method_id: str) -> str:
     does not have is its own label."""
     descriptor = released_descriptor(method_id)
     if descriptor is not None:
-        return METHOD_LABELS[f"anatcl-{descriptor}"] + RELEASED_SUFFIX
+        return next(m.label for m in METHODS.values() if m.released == descriptor) + RELEASED_SUFFIX
     return METHOD_LABELS.get(method_id, BASELINES.get(method_id, method_id))
 
 

@@ -31,15 +31,13 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe_search import best_value, inner_scores
+from anatcl_core.probe_search import Splits, best_value, inner_scores
 
 
 #: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
 #: (The held-out age check of `age_probe` searches a finer ridge grid by exact leave-one-out: see its ALPHAS.)
 C_GRID: tuple[float, ...] = PROTOCOLS["ours"].c_grid
 ALPHA_GRID: tuple[float, ...] = PROTOCOLS["ours"].alpha_grid
-
-Splits = list[tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.probe_protocol import ProbeProtocol
 
+#: (train rows, test rows) index pairs of a cross-validation.
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
 _SCORERS = {"balanced_accuracy": balanced_accuracy_score, "r2": r2_score,

@@ -47,16 +47,19 @@ def task_specs(tasks: Iterable[TaskSpec | str]) -> list[TaskSpec]:
 SPREADS = ("folds", "checkpoints")
 
 
-def _pooled_sd(group: pd.DataFrame) -> float:
-    """SD (ddof=0) over all test folds of the group's rows, from each row's mean, SD and number of folds.
+def scored_folds(rows: pd.DataFrame) -> np.ndarray:
+    """[len(rows)] test folds behind each result row's score: `n_scored`; for results saved before that column,
+    n_splits x n_repeats of a cross-validated row, 1 for an OpenBHB test split (or when nothing says)."""
+    planned = ((rows["n_splits"] * rows["n_repeats"]).to_numpy(dtype=np.float64)
+               if {"n_splits", "n_repeats"} <= set(rows.columns) else np.ones(len(rows)))
+    k = rows["n_scored"].to_numpy(dtype=np.float64) if "n_scored" in rows else np.full(len(rows), np.nan)
+    return np.where(np.isfinite(k), k, np.where(rows["evaluation"] == "cv", planned, 1.0))
 
-    A row scored once (an OpenBHB test split: SD NaN) counts as one fold with no spread of its own; results
-    saved before `n_scored` existed count n_splits x n_repeats folds.
-    """
-    planned = ((group["n_splits"] * group["n_repeats"]).to_numpy(dtype=np.float64)
-               if {"n_splits", "n_repeats"} <= set(group.columns) else np.ones(len(group)))
-    k = group["n_scored"].to_numpy(dtype=np.float64) if "n_scored" in group else np.full(len(group), np.nan)
-    k = np.where(np.isfinite(k), k, np.where(group["evaluation"] == "cv", planned, 1.0))
+
+def _pooled_sd(group: pd.DataFrame) -> float:
+    """SD (ddof=0) over all test folds of the group's rows, from each row's mean, SD and number of folds
+    (`scored_folds`); a row scored once (an OpenBHB test split: SD NaN) has no spread of its own."""
+    k = scored_folds(group)
     means = group["score"].to_numpy(dtype=np.float64)
     within = np.nan_to_num(group["std"].to_numpy(dtype=np.float64)) ** 2
     if k.sum() < 2:
