@@ -209,11 +209,7 @@ def vendor_mathjax(target: Path) -> Path:
     `_static/mathjax/`, so pages typeset equations with no network (Sphinx's default loads it from a CDN)."""
     from importlib import resources
 
-    try:
-        origin = resources.files("mathjax") / "static" / "mathjax" / "es5"
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("the book needs MathJax's files: pip install 'anatcl-core[book]' (it brings "
-                                  "django-static-mathjax)") from None
+    origin = resources.files("mathjax") / "static" / "mathjax" / "es5"      # `anatcl book` checked it is there
     for name in MATHJAX_FILES:
         source, destination = Path(str(origin / name)), target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib.util
 
-    lacking = [m for m in ("papermill", "jupytext", "jupyter_book", "nbformat") if importlib.util.find_spec(m) is None]
+    # `mathjax` is django-static-mathjax's package: the equations' script, served with the book
+    lacking = [m for m in ("papermill", "jupytext", "jupyter_book", "nbformat", "mathjax")
+               if importlib.util.find_spec(m) is None]
     if lacking:
         raise ValueError(f"the book needs the package's book extra ({', '.join(lacking)} missing): "
                          "pip install 'anatcl-core[book]'")

@@ -186,7 +186,7 @@ def test_the_core_imports_without_the_book_extra():
     """A core install (no matplotlib, seaborn, papermill, jupytext, nbformat, IPython) imports every module."""
     script = """
 import importlib, pkgutil, sys
-for extra in ("matplotlib", "seaborn", "papermill", "jupytext", "nbformat", "IPython", "jupyter_book"):
+for extra in ("matplotlib", "seaborn", "papermill", "jupytext", "nbformat", "IPython", "jupyter_book", "mathjax"):
     sys.modules[extra] = None          # any import of it now raises ImportError
 import anatcl_core
 names = [m.name for m in pkgutil.walk_packages(anatcl_core.__path__, "anatcl_core.")]
@@ -300,3 +300,14 @@ def test_no_page_of_the_book_carries_a_placeholder():
     for page in sorted((REPO / "book").glob("*.md")):
         found = re.findall(r"\b(?:TODO|TBD|FIXME|MEASUREMENT|XXX)\b", page.read_text())
         assert not found, f"{page.name}: placeholder(s) {found}"
+
+
+def test_the_book_without_mathjax_names_the_extra_in_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    from anatcl_core.cli import main
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mathjax" else real(name, *a))
+    assert main(["book", "--params", "ci"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mathjax missing" in err and "anatcl-core[book]" in err, err
