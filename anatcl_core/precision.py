@@ -19,10 +19,11 @@ The policy, for training (`anatcl pretrain`) and embedding (`anatcl embed`) alik
 Numbers across CPU kinds: oneDNN, ATen and MKL pick AVX2 or AVX-512 kernels from the CPU's flags, and those
 sum in different orders, so fp32 results differ in the last bits between CPU kinds and training amplifies the
 difference. `REPRODUCIBLE_CPU_ENV` caps all three at AVX2, the instruction set both machine kinds of this
-project have; `anatcl book` and the test suite set it (a variable the user already set wins). torch reads
-the variables at its first kernel, so they cannot be changed in a process that has computed anything. Results are
-then the same on both kinds for the same thread count; oneDNN's kernels may still differ with the thread
-count or cache sizes of other machines, so compare runs made with the same number of threads.
+project have, and numpy's and scipy's OpenBLAS is held to its AVX2 (Haswell) kernels where the CPU has them;
+`anatcl book` and the test suite set them (a variable the user already set wins). torch reads the variables
+at its first kernel, so they cannot be changed in a process that has computed anything. Results are then the
+same on both kinds for the same thread count; oneDNN's kernels may still differ with the thread count or cache
+sizes of other machines, so compare runs made with the same number of threads.
 `torch.compile` (off in the book) generates code for the instruction set ATEN_CPU_CAPABILITY names, so the cap
 covers it too; compiled and eager results differ in the last bits (BatchNorm is folded), so compare like with
 like. On a GPU, cuDNN's choice of algorithms and its atomic additions make reruns differ in the last bits
@@ -31,6 +32,7 @@ unless `torch.use_deterministic_algorithms(True)` is set; no GPU number here cla
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -38,15 +40,23 @@ from anatcl_core.distributed import is_distributed
 
 #: Caps the CPU kernels of oneDNN (convolutions), ATen (everything else) and MKL (matrix products) at AVX2.
 REPRODUCIBLE_CPU_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+#: numpy's and scipy's OpenBLAS (the probes' linear algebra) picks its kernels at import; Haswell's are the AVX2
+#: ones. Unlike the caps above this *chooses* a kernel, so it is only set on CPUs that have AVX2.
+OPENBLAS_AVX2 = {"OPENBLAS_CORETYPE": "Haswell"}
 
 
 def apply_reproducible_cpu_env() -> None:
-    """Set `REPRODUCIBLE_CPU_ENV` in this process's environment where the user has not set the variable.
+    """Set `REPRODUCIBLE_CPU_ENV` (and `OPENBLAS_AVX2` on an x86 CPU with AVX2) in this process's environment
+    where the user has not set the variable.
 
     Effective for processes started afterwards (the book's notebook kernels, test subprocesses), and for this
-    one until torch runs its first kernel: importing torch is fine, computing is too late.
+    one until torch runs its first kernel: importing torch is fine, computing is too late. OpenBLAS reads its
+    variable when numpy is first imported, so in this process it only reaches later subprocesses.
     """
-    for name, value in REPRODUCIBLE_CPU_ENV.items():
+    caps = dict(REPRODUCIBLE_CPU_ENV)
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        caps.update(OPENBLAS_AVX2)
+    for name, value in caps.items():
         os.environ.setdefault(name, value)
 
 

@@ -198,3 +198,16 @@ def test_a_short_run_gives_the_recorded_weights_bit_for_bit(tmp_path):
                             capture_output=True, text=True, check=True)
     digest = json.loads(result.stdout.strip().splitlines()[-1])["digest"]
     assert digest == REFERENCE_DIGEST, digest
+
+
+@pytest.mark.parametrize("machine, capability, expected", [
+    ("x86_64", "AVX2", "Haswell"), ("x86_64", "AVX512", "Haswell"),
+    ("x86_64", "DEFAULT", None),                  # no AVX2: forcing Haswell's kernels would crash OpenBLAS
+    ("aarch64", "DEFAULT", None)])
+def test_openblas_is_held_to_avx2_only_where_the_cpu_has_it(monkeypatch, machine, capability, expected):
+    import platform
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    apply_reproducible_cpu_env()
+    assert os.environ.get("OPENBLAS_CORETYPE") == expected
