@@ -81,10 +81,10 @@ def ensure_encoders(data_root: str | Path, output_dir: str | Path, methods=metho
 
 def check_methods(methods) -> None:
     """Refuse an unknown name in `methods` before anything is trained or embedded, naming every kind accepted."""
-    known = (*method_ids(), *RELEASED_METHODS, *BASELINES)
+    known = (*method_ids(extensions=True), *RELEASED_METHODS, *BASELINES)
     unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; expected any of the methods {method_ids()}, the released "
+        raise ValueError(f"methods: unknown {unknown}; expected any of the methods {method_ids(extensions=True)}, the released "
                          f"weights {tuple(RELEASED_METHODS)} or the reference rows {tuple(BASELINES)}")
 
 

@@ -29,7 +29,7 @@ def _option(default, help: str):
 RUNTIME_FIELDS = ("epochs", "device", "num_workers", "compile", "tensorboard", "gpu_resident", "resume", "out",
                   "cohort", "progress", "amp", "overwrite")
 # field -> the values it accepts (and the flag's argparse choices)
-_CHOICES = {"method": method_ids, "arch": lambda: tuple(ARCHITECTURES), "augment": lambda: tuple(AUGMENTATIONS),
+_CHOICES = {"method": lambda: method_ids(extensions=True), "arch": lambda: tuple(ARCHITECTURES), "augment": lambda: tuple(AUGMENTATIONS),
             "kernel": lambda: tuple(AGE_KERNELS), "l1_target": lambda: ("standardised", "years")}
 # field -> (test, what is expected): checked before any work, so a typo costs nothing
 _RANGES = {
@@ -50,7 +50,7 @@ class PretrainConfig:
 
     cohort: str = field(metadata={
         "help": "cohort folder to pretrain on (its training split; layout: data_recipes/README.md)"})
-    method: str = field(metadata={"help": "one of the six methods of the paper (anatcl_core.methods)"})
+    method: str = field(metadata={"help": "one of the six methods of the paper, or an extension (anatcl_core.methods)"})
     out: str = field(metadata={"help": "run folder: checkpoint.pth, config.json, metrics.csv, folds.tsv, train.log"})
     arch: str = _option("resnet18", "encoder architecture (the paper: resnet18)")
     width: int = _option(64, "stem channels; 64 is the paper's ResNet-18, narrower ones are for CPU runs")

