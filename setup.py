@@ -8,7 +8,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-BOOK_SOURCES = ("book", "_config.yml", "_toc.yml", "references.bib")
+BOOK_SOURCES = ("book", "_config.yml", "_toc.yml", "references.bib", "benchmarks/results")   # book.BOOK_FILES + book
 
 
 class BuildPyWithBook(build_py):
@@ -18,10 +18,12 @@ class BuildPyWithBook(build_py):
         shutil.rmtree(target, ignore_errors=True)
         for name in BOOK_SOURCES:
             source = Path(name)
+            if not source.exists():          # e.g. benchmarks/results before any recorded run
+                continue
             if source.is_dir():
                 shutil.copytree(source, target / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
             else:
-                target.mkdir(parents=True, exist_ok=True)
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target / name)
 
 

@@ -25,7 +25,8 @@ import yaml
 from anatcl_core.precision import apply_reproducible_cpu_env
 
 REPO = Path(__file__).resolve().parent.parent
-BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+#: Copied beside book/ for every build; benchmarks/results holds the recorded runs a chapter shows beside its own.
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "benchmarks/results")
 PRESETS = ("default", "ci", "paper")          # book/params/<name>.yaml
 
 
@@ -163,7 +164,9 @@ def build(params_file: str | Path, build_dir: str | Path | None = None) -> Path:
         shutil.rmtree(source)
     shutil.copytree(origin / "book", source / "book", ignore=shutil.ignore_patterns("params", ".ipynb_checkpoints"))
     for name in BOOK_FILES:
-        if (origin / name).exists():
+        if (origin / name).is_dir():
+            shutil.copytree(origin / name, source / name)
+        elif (origin / name).exists():
             shutil.copy2(origin / name, source / name)
     for chapter in sorted((source / "book").glob("*.md")):
         if is_notebook_source(chapter):     # the .ipynb replaces it: Jupyter Book must see one file per page

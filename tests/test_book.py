@@ -22,7 +22,8 @@ NOTEBOOKS = sorted(p for p in (REPO / "book").glob("*.md") if is_notebook_source
 def test_there_is_a_chapter_for_every_experiment():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_data", "02_features", "03_objectives", "04_pretraining", "05_brain_age_sex",
-                     "06_alzheimers", "07_schizophrenia_autism", "08_clinical_scores", "09_summary", "10_own_data"]
+                     "06_alzheimers", "07_schizophrenia_autism", "08_clinical_scores", "09_summary", "10_own_data",
+                     "11_anatomy"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
