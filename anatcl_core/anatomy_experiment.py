@@ -19,6 +19,7 @@ Work goes to <out>/<world>-s<seed>/ (data, runs, embeddings, predictions.npz) an
 from __future__ import annotations
 
 import json
+import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,8 +34,10 @@ from anatcl_core.data.cohort import Cohort
 from anatcl_core.data.synthetic import write_synthetic_cohorts
 from anatcl_core.data.synthetic.model import default_anatomy_model
 from anatcl_core.data.synthetic.world import WORLDS, World, measure_alignment
+from anatcl_core.figure_layout import panel_grid
 from anatcl_core.experiments import method_embeddings, pretrain_methods, run_dir
 from anatcl_core.methods import label_of
+from anatcl_core.precision import cpu_description
 from anatcl_core.paired_probe import held_out_predictions, out_of_fold_predictions, paired_bootstrap, seed_average
 from anatcl_core.probe import metric_for, score
 from anatcl_core.tasks import TASKS
@@ -155,12 +158,15 @@ def run_anatomy_experiment(design: AnatomyDesign, out: str | Path, log=print) ->
 
 
 def write_results(tables: dict[str, pd.DataFrame], design: AnatomyDesign, folder: str | Path) -> None:
-    """Each table as <folder>/<name>.csv and the design as anatomy_setting.json, every file written atomically."""
+    """Each table as <folder>/<name>.csv and the design (with the machine and the time) as anatomy_setting.json,
+    every file written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         write_atomic(folder / f"{name}.csv", lambda f, t=table: t.to_csv(f, index=False, float_format="%.6g"))
-    write_atomic(folder / "anatomy_setting.json", lambda f: f.write(json.dumps(design.as_dict(), indent=1).encode()))
+    setting = design.as_dict() | {"machine": f"{platform.processor() or platform.machine()}; {cpu_description()}",
+                                  "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_atomic(folder / "anatomy_setting.json", lambda f: f.write(json.dumps(setting, indent=1).encode()))
 
 
 def read_results(folder: str | Path) -> dict[str, pd.DataFrame] | None:
@@ -211,9 +217,11 @@ def prediction_markdown(paired: pd.DataFrame, methods=("anatcl-local", "anatcl-g
     """The prediction (AnatCL beats y-Aware on diagnosis in the aligned world, not in the orthogonal one) checked
     against the paired intervals, one bullet per world and diagnosis, and a one-line overall answer."""
     judged = verdicts(paired[paired["task"].isin(DIAGNOSES) & paired["method"].isin(methods)])
-    lines, beats = [], {}
+    lines, beats, worse = [], {}, []
     for (world, task), cell in judged.groupby(["world", "task"], sort=False):
         beats[(world, task)] = bool((cell["verdict"] == "better").any())
+        worse += [f"{label_of(r.method)} on {TASKS[task].group} {TASKS[task].label} in the {world} world"
+                  for r in cell.itertuples() if r.verdict == "worse"]
         parts = [f"{label_of(r.method)} {r.difference:+.1f} points [{r.low:+.1f}, {r.high:+.1f}], {r.verdict}"
                  for r in cell.itertuples()]
         detectable = cell["detectable"].max()
@@ -237,6 +245,9 @@ def prediction_markdown(paired: pd.DataFrame, methods=("anatcl-local", "anatcl-g
     else:
         overall = ("The prediction did not hold: AnatCL beat y-Aware in the orthogonal world too, where the "
                    "prediction said it would not.")
+    if worse:
+        overall += (f" AnatCL was worse than y-Aware, with an interval clear of 0, in {len(worse)} of "
+                    f"{len(judged)} comparisons: {'; '.join(worse)}.")
     return "\n".join([*lines, "", overall])
 
 
@@ -247,11 +258,9 @@ DIFFERENCE_WORDS = {"balanced_accuracy": "balanced accuracy minus y-Aware's\n(% 
 def plot_paired(paired: pd.DataFrame, tasks=(*DIAGNOSES, AGE)):
     """One panel per task (at most 3 per row): each method's paired difference from y-Aware with its 95 %
     interval, one colour per world, a zero line. Returns the figure."""
-    import matplotlib.pyplot as plt
-    n_rows = -(-len(tasks) // 3)
-    fig, axes = plt.subplots(n_rows, min(3, len(tasks)), figsize=(13, 3.6 * n_rows), squeeze=False)
+    fig, axes = panel_grid(len(tasks), panel_size=(4.6, 3.6))
     worlds = list(dict.fromkeys(paired["world"]))
-    for ax, task in zip(axes.flat, tasks):
+    for ax, task in zip(axes, tasks):
         cell = paired[paired["task"] == task]
         methods = list(dict.fromkeys(cell["method"]))
         for k, world in enumerate(worlds):
@@ -263,8 +272,6 @@ def plot_paired(paired: pd.DataFrame, tasks=(*DIAGNOSES, AGE)):
         ax.set_yticks(np.arange(len(methods)), [label_of(m) for m in methods])
         ax.set_xlabel(DIFFERENCE_WORDS[TASKS[task].metric])
         ax.set_title(f"{TASKS[task].group}: {TASKS[task].label}")
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(title="world", fontsize=9)
+    axes[0].legend(title="world", fontsize=9)
     fig.tight_layout()
     return fig

@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import numpy as np
@@ -116,3 +117,30 @@ def anatomy_free_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]
     return (f"On the scores the generator drew with no anatomy ({', '.join(free)}), some intervals miss chance: "
             f"{pairs}. With {len(verdicts)} intervals at 95%, about {0.05 * len(verdicts):.1f} are expected to "
             "miss by chance alone; more than that would point at a leak.")
+
+
+_ROUTINE = ("by inner", "fit on ", "fixed C", "fixed alpha")      # how the search ran, not a warning
+
+
+def notes_markdown(results: pd.DataFrame) -> str:
+    """The warnings among the probes' notes, one bullet per task, every method pooled: penalties chosen at the
+    edge of the grid (counted over folds), folds reduced or repeated for small classes, tasks not scored. The
+    routine parts (how the penalty was searched) are left out; the full notes stay in the results."""
+    lines = []
+    for task, rows in results.groupby("task", sort=False):
+        edge, folds, other = 0, 0, []
+        for note in rows["note"].fillna(""):
+            for part in filter(None, (p.strip() for p in note.split(";"))):
+                found = re.search(r"(C|alpha) at the grid edge in (\d+)/(\d+) folds", part)
+                if found:
+                    name, edge, folds = found.group(1), edge + int(found.group(2)), folds + int(found.group(3))
+                elif not any(r in part for r in _ROUTINE) and part not in other:
+                    other.append(part)
+        if edge:
+            other.insert(0, f"{name} at the edge of its grid in {edge} of {folds} folds (all methods together): "
+                            "a wider grid might score differently")
+        if other:
+            lines.append(f"- **{task}**: " + "; ".join(other))
+    if not lines:
+        return "No probe needed a warning: every penalty was chosen inside its grid, on the folds asked for."
+    return "Warnings from the probes (the full notes are in the collapsed table below):\n\n" + "\n".join(lines)

@@ -57,8 +57,9 @@ EXTENSIONS: dict[str, Method] = {m.id: m for m in (
     Method("anatcl-rbf", "AnatCL-RBF (extension)", "anatcl", uses_age=True, descriptor="rbf", extension=True),
 )}
 
-#: Our method ids -> the paper's row labels, in the paper's row order (then the extensions' labels).
-METHOD_LABELS: dict[str, str] = {m.id: m.label for m in (*METHODS.values(), *EXTENSIONS.values())}
+#: The paper's method ids -> its row labels, in its row order: the rows of the paper's tables and rankings
+#: (extensions are never among them; `label_of` knows their labels).
+METHOD_LABELS: dict[str, str] = {m.id: m.label for m in METHODS.values()}
 
 #: The descriptors for which the authors released weights ("global", "local").
 RELEASED_DESCRIPTORS: tuple[str, ...] = tuple(m.released for m in METHODS.values() if m.released)
@@ -99,6 +100,8 @@ def label_of(method_id: str) -> str:
     descriptor = released_descriptor(method_id)
     if descriptor is not None:
         return next(m.label for m in METHODS.values() if m.released == descriptor) + RELEASED_SUFFIX
+    if method_id in EXTENSIONS:
+        return EXTENSIONS[method_id].label
     return METHOD_LABELS.get(method_id, BASELINES.get(method_id, method_id))
 
 

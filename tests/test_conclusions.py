@@ -62,3 +62,63 @@ def test_the_anatomy_free_scores_are_checked_against_chance():
     leak = frame(rows_for("schizconnect/gait", {"yaware": 75.0, "simclr": 49.0}))
     text = anatomy_free_markdown(leak, tasks_for(5), PHENOTYPE_ORIGIN)
     assert "schizconnect/gait (y-Aware, above chance)" in text
+
+
+def test_probe_notes_keep_the_warnings_pool_the_edge_counts_and_drop_the_routine():
+    from anatcl_core.conclusions import notes_markdown
+    note = "C by inner 3-fold CV over 7 values; C at the grid edge in {}/5 folds"
+    rows = [{**result_row("yaware", "adni/ad-vs-hc", "cv", 60.0, 2.0), "note": note.format(2)},
+            {**result_row("simclr", "adni/ad-vs-hc", "cv", 58.0, 2.0), "note": note.format(3)},
+            {**result_row("yaware", "abide1/pdd-nos", "cv", 50.0, 1.0),
+             "note": "smallest class has 7 subjects, fewer than 2 per test fold: 3 repeats; C by inner 3-fold CV "
+                     "over 7 values"},
+            {**result_row("yaware", "openbhb/age", "openbhb", 5.0, 0.0),
+             "note": "fit on 100 train rows, scored on 20 internal_test rows; alpha by inner 3-fold CV over 7 values"}]
+    text = notes_markdown(frame(rows))
+    assert "**adni/ad-vs-hc**: C at the edge of its grid in 5 of 10 folds" in text
+    assert "**abide1/pdd-nos**: smallest class has 7 subjects" in text
+    assert "openbhb/age" not in text and "by inner" not in text
+    quiet = [{**r, "note": "C by inner 3-fold CV over 7 values"} for r in rows]
+    assert notes_markdown(frame(quiet)).startswith("No probe needed a warning")
+
+
+def test_panel_grid_keeps_three_panels_a_row_and_exactly_the_panels_asked_for():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from anatcl_core.figure_layout import panel_grid
+    for n, per_row, rows in [(1, 3, 1), (5, 3, 2), (7, 3, 3), (4, 2, 2)]:
+        fig, axes = panel_grid(n, per_row=per_row)
+        assert len(axes) == n == len(fig.axes)
+        columns = {round(ax.get_position().x0, 3) for ax in axes}
+        assert len(columns) == min(n, per_row) and len({round(ax.get_position().y0, 3) for ax in axes}) == rows
+        plt.close(fig)
+    for bad in [dict(n_panels=0), dict(n_panels=4, per_row=4)]:
+        with pytest.raises(ValueError, match="panel_grid"):
+            panel_grid(**bad)
+
+
+def _paired(verdict_of):
+    """anatomy_paired rows for AnatCL-L3/-G3 on both diagnoses of both worlds: +6 'better', -6 'worse', 0 'none'."""
+    from anatcl_core.anatomy_experiment import DIAGNOSES
+    shift = {"better": 6.0, "worse": -6.0, "none": 0.0}
+    return pd.DataFrame([{"world": w, "task": t, "metric": "balanced_accuracy", "method": m, "minus": "yaware",
+                          "difference": shift[verdict_of(w, m)], "low": shift[verdict_of(w, m)] - 3,
+                          "high": shift[verdict_of(w, m)] + 3, "n_seeds": 3, "sd_seeds": 1.0, "detectable": 5.0}
+                         for w in ("orthogonal", "aligned") for t in DIAGNOSES for m in ("anatcl-local", "anatcl-global")])
+
+
+@pytest.mark.parametrize("verdict_of, expected, worse", [
+    (lambda w, m: "better" if w == "aligned" else "none", "The prediction held:", False),
+    (lambda w, m: "none", "did not hold: AnatCL beat y-Aware on no diagnosis", False),
+    (lambda w, m: "better", "did not hold: AnatCL beat y-Aware in the orthogonal world too", False),
+    (lambda w, m: "worse" if (w, m) == ("aligned", "anatcl-local") else "none", "did not hold", True),
+])
+def test_the_prediction_is_judged_from_the_intervals(verdict_of, expected, worse):
+    from anatcl_core.anatomy_experiment import prediction_markdown
+    text = prediction_markdown(_paired(verdict_of))
+    overall = text.splitlines()[-1]
+    assert expected in overall
+    assert ("worse than y-Aware, with an interval clear of 0, in 2 of 8 comparisons" in overall) == worse
+    if worse:
+        assert "AnatCL-L3 on ADNI HC vs AD in the aligned world" in overall

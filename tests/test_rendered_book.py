@@ -159,3 +159,35 @@ def test_equations_are_typeset_from_the_books_own_mathjax(tmp_path):
     assert "_static/mathjax/tex-mml-chtml.js" in source and "cdn.jsdelivr.net/npm/mathjax" not in source
     dom = _chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", page.as_uri())
     assert dom.count("<mjx-container") >= 5, "equations were not typeset"
+
+
+# Injected like _MEASURE: every figure image of the page drawn at less than half its own size.
+_FIGURES = """<script>
+window.addEventListener('load', () => {
+  const small = [];
+  document.querySelectorAll('main img').forEach((img, i) => {
+    const shown = img.getBoundingClientRect().width;
+    if (img.naturalWidth > 0 && shown < 0.5 * img.naturalWidth) small.push([i, img.naturalWidth, Math.round(shown)]);
+  });
+  document.body.setAttribute('data-small-figures', JSON.stringify(small));
+});
+</script>"""
+
+
+@pytest.mark.parametrize("page", _chapter_pages())
+def test_no_figure_is_shrunk_below_half_its_size(tmp_path, page):
+    """A figure drawn at under half its size has tick labels of a few pixels: at most three panels a row
+    (`figure_layout.panel_grid`) keeps every figure above that at the page width."""
+    import json
+    source = HTML / "book" / page
+    probe = source.with_name(f".figures-{page}")
+    probe.write_text(source.read_text().replace("</body>", _FIGURES + "</body>"))
+    try:
+        dom = _chromium(tmp_path, "--window-size=1280,1600", "--virtual-time-budget=8000", "--dump-dom",
+                        probe.as_uri())
+    finally:
+        probe.unlink()
+    found = re.search(r"data-small-figures=\"([^\"]*)\"", dom)
+    assert found, f"{page}: the figures were not measured"
+    small = json.loads(found.group(1).replace("&quot;", '"'))
+    assert small == [], f"{page}: figures (index, natural px, shown px) drawn at under half their size: {small}"
