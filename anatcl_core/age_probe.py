@@ -68,26 +68,39 @@ def compare_encoders(features: dict[str, np.ndarray], age: np.ndarray, train: np
     return table
 
 
-def plot_comparison(table: pd.DataFrame, ax=None):
-    """`compare_encoders`' table -> axes with each encoder's held-out age MAE and its 95 % interval (years).
+def plot_comparison(table: pd.DataFrame):
+    """`compare_encoders`' table -> a figure of two panels: each encoder's held-out age MAE with its 95 %
+    interval (years), and, when the table has them, each encoder minus the reference on the same subjects with
+    its paired 95 % interval: the comparison the verdicts rest on.
 
-    Encoders are sorted best first; the dashed line is the training median's MAE, the floor every encoder
-    should beat.
+    Encoders are sorted best first; the dashed line of the first panel is the training median's MAE, the floor
+    every encoder should beat; the second panel's zero line is "no different from the reference".
     """
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 0.45 * len(table) + 1.2))
+    paired = "paired_low" in table and table.attrs.get("reference") in table.index
     encoders = table.drop(index="training median", errors="ignore").sort_values("mae", ascending=False)
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(12 if paired else 6.5, 0.45 * len(encoders) + 1.6),
+                             squeeze=False, sharey=True)
     y = np.arange(len(encoders))
+    ax = axes[0, 0]
     ax.errorbar(encoders["mae"], y, xerr=[encoders["mae"] - encoders["low"], encoders["high"] - encoders["mae"]],
                 fmt="o", capsize=3)
     ax.set_yticks(y, encoders.index)
     if "training median" in table.index:
         ax.axvline(table.loc["training median", "mae"], ls="--", color="grey", label="training median")
         ax.legend(loc="upper right")
-    ax.set_xlabel(f"age MAE on {table.attrs.get('n_test', '?')} held-out subjects (years; 95 % bootstrap interval)")
-    return ax
+    ax.set_xlabel(f"age MAE on {table.attrs.get('n_test', '?')} held-out subjects\n(years; 95 % bootstrap interval)")
+    if paired:
+        reference = table.attrs["reference"]
+        ax = axes[0, 1]
+        diff = encoders["minus_reference"]
+        ax.errorbar(diff, y, xerr=[diff - encoders["paired_low"], encoders["paired_high"] - diff], fmt="o",
+                    capsize=3, color="C1")
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_xlabel(f"MAE minus {reference}'s on the same subjects\n(years; paired 95 % interval; below 0: better)")
+    fig.tight_layout()
+    return fig
 
 
 def describe_comparison(table: pd.DataFrame) -> str:

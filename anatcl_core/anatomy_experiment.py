@@ -10,9 +10,11 @@ Per world (`data.synthetic.world.WORLDS`) and seed (cohort, initialisation and b
 cohorts (a healthy OpenBHB-like one to pretrain on, ADNI- and SchizConnect-like ones to probe) with the disease
 effects x `EFFECT_GAIN`; every method pretrained on the healthy cohort (`experiments.pretrain_methods`), frozen,
 and probed beside the Desikan table itself:
-  adni/ad-vs-hc, schizconnect/scz-broad   out-of-fold predictions, 5 folds shared by every method
-                                          (`paired_probe.out_of_fold_predictions`); balanced accuracy (%)
-  openbhb/age                             probe fitted on the pretraining rows, scored on the others; MAE
+
+- adni/ad-vs-hc, schizconnect/scz-broad: out-of-fold predictions, 5 folds shared by every method
+  (`paired_probe.out_of_fold_predictions`); balanced accuracy (%);
+- openbhb/age: probe fitted on the pretraining rows, scored on the others; MAE.
+
 Each is compared with y-Aware on the same subjects (`paired_probe.paired_bootstrap`, averaged over seeds).
 Work goes to <out>/<world>-s<seed>/ (data, runs, embeddings, predictions.npz) and resumes there.
 """
@@ -251,6 +253,28 @@ def prediction_markdown(paired: pd.DataFrame, methods=("anatcl-local", "anatcl-g
     return "\n".join([*lines, "", overall])
 
 
+def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
+    """What else the run says, written from it: how far the encoders sit below the Desikan table, how each
+    world moves the table itself, and the verdicts of the methods beyond the paper against y-Aware."""
+    means = scores.groupby(["world", "task", "method"])["score"].mean()
+    lines = []
+    for task in DIAGNOSES:
+        name = f"{TASKS[task].group} {TASKS[task].label}"
+        by_world = {w: means[w][task] for w in dict.fromkeys(scores["world"]) if task in means[w]}
+        table = {w: m["desikan-table"] for w, m in by_world.items() if "desikan-table" in m}
+        best = {w: m.drop("desikan-table", errors="ignore").max() for w, m in by_world.items()}
+        if table:
+            lines.append(f"- {name}: the Desikan table itself scores "
+                         + ", ".join(f"{table[w]:.1f} % in the {w} world" for w in table)
+                         + "; the best encoder " + ", ".join(f"{best[w]:.1f} %" for w in table) + ".")
+    extension = verdicts(paired[~paired["method"].isin(["simclr", "anatcl-local", "anatcl-global", "desikan-table"])])
+    for method, rows in extension.groupby("method", sort=False):
+        said = "; ".join(f"{TASKS[r.task].group} {TASKS[r.task].label}, {r.world}: {r.difference:+.1f} "
+                         f"[{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" for r in rows.itertuples())
+        lines.append(f"- {label_of(method)} against y-Aware: {said}.")
+    return "\n".join(lines)
+
+
 DIFFERENCE_WORDS = {"balanced_accuracy": "balanced accuracy minus y-Aware's\n(% points; above 0: better)",
                     "mae": "age MAE minus y-Aware's\n(years; below 0: better)"}
 
@@ -258,7 +282,7 @@ DIFFERENCE_WORDS = {"balanced_accuracy": "balanced accuracy minus y-Aware's\n(% 
 def plot_paired(paired: pd.DataFrame, tasks=(*DIAGNOSES, AGE)):
     """One panel per task (at most 3 per row): each method's paired difference from y-Aware with its 95 %
     interval, one colour per world, a zero line. Returns the figure."""
-    fig, axes = panel_grid(len(tasks), panel_size=(4.6, 3.6))
+    fig, axes = panel_grid(len(tasks), panel_size=(4.2, 3.6))
     worlds = list(dict.fromkeys(paired["world"]))
     for ax, task in zip(axes, tasks):
         cell = paired[paired["task"] == task]

@@ -7,11 +7,13 @@ resampled onto it in world coordinates by nilearn (continuous interpolation). A 
 refused, not resampled into a wrongly placed brain.
 
 Whether a map is in MNI space cannot be read from a NIfTI header; `check_mni_space` refuses what is clearly not:
+
   - an oblique affine (voxel axes tilted from the world axes): every MNI template grid is axis-aligned, so a tilt
     is the scanner's slice orientation kept by a native-space image (e.g. CAT12's own native `p1` maps);
   - a field of view covering less than 90% of the MNI152 brain's bounding box (`MNI_BRAIN_BOX_MM`): the sign of
     scanner coordinates with the origin at a corner, or of a tightly cropped image;
   - a field-of-view centre more than 40 mm from that of the CAT12 grid (the test `anatcl import` applies).
+
 A native-space image that is axis-aligned, centred near the MNI origin and large enough passes these tests; no
 header test can catch it, so the inputs must be CAT12 (or other MNI-normalised) outputs. The qform/sform codes are
 not used: SPM/CAT12 versions and format converters write different codes (or none) for the same MNI-space maps.

@@ -76,10 +76,18 @@ def test_comparison_figure_draws_every_encoder_best_at_the_top_and_the_median_li
     matplotlib.use("Agg")
     from anatcl_core.age_probe import plot_comparison
     age, informative, noise, train, test = _cohort()
-    table = compare_encoders({"informative": informative, "noise": noise}, age, train, test)
-    ax = plot_comparison(table)
+    assert len(plot_comparison(compare_encoders({"noise": noise}, age, train, test)).axes) == 1  # no reference
+    table = compare_encoders({"informative": informative, "noise": noise}, age, train, test, reference="noise")
+    fig = plot_comparison(table)
+    ax, paired = fig.axes
     assert [t.get_text() for t in ax.get_yticklabels()] == ["noise", "informative"]   # drawn bottom-up
     assert ax.lines[-1].get_xdata()[0] == pytest.approx(table.loc["training median", "mae"])
+    # the paired panel draws each encoder minus the reference, where the verdicts come from, and a zero line
+    reference = table.attrs["reference"]
+    dots = paired.lines[0].get_xdata()
+    assert list(dots) == pytest.approx(list(table.loc[["noise", "informative"], "minus_reference"]))
+    assert table.loc[reference, "minus_reference"] == 0 and paired.lines[-1].get_xdata()[0] == 0
+    assert reference in paired.get_xlabel() and "paired" in paired.get_xlabel()
 
 
 def test_age_check_scores_every_subject_pretraining_did_not_see(tmp_path):

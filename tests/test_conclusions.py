@@ -122,3 +122,17 @@ def test_the_prediction_is_judged_from_the_intervals(verdict_of, expected, worse
     assert ("worse than y-Aware, with an interval clear of 0, in 2 of 8 comparisons" in overall) == worse
     if worse:
         assert "AnatCL-L3 on ADNI HC vs AD in the aligned world" in overall
+
+
+def test_the_reading_of_the_anatomy_run_comes_from_its_rows():
+    from anatcl_core.anatomy_experiment import reading_markdown
+    scores = pd.DataFrame([{"world": w, "method": m, "seed": s, "task": "adni/ad-vs-hc", "score": v + s}
+                           for w, values in {"orthogonal": {"desikan-table": 90, "yaware": 70, "simclr": 72},
+                                             "aligned": {"desikan-table": 68, "yaware": 60, "simclr": 61}}.items()
+                           for m, v in values.items() for s in (0, 2)])
+    paired = _paired(lambda w, m: "none")
+    paired = pd.concat([paired, paired.iloc[:1].assign(method="anatcl-rbf", difference=-6.0, low=-9.0, high=-3.0)])
+    text = reading_markdown(scores, paired)
+    assert "91.0 % in the orthogonal world, 69.0 % in the aligned world; the best encoder 73.0 %, 62.0 %" in text
+    assert "AnatCL-RBF (extension) against y-Aware" in text and "-6.0 [-9.0, -3.0], worse" in text
+    assert "AnatCL-L3" not in text            # the paper's methods are judged by prediction_markdown

@@ -191,3 +191,76 @@ def test_no_figure_is_shrunk_below_half_its_size(tmp_path, page):
     assert found, f"{page}: the figures were not measured"
     small = json.loads(found.group(1).replace("&quot;", '"'))
     assert small == [], f"{page}: figures (index, natural px, shown px) drawn at under half their size: {small}"
+
+
+def _main(page):
+    from bs4 import BeautifulSoup
+    path = HTML / "book" / page
+    assert path.exists(), f"{path} missing: run `make book` first"
+    return BeautifulSoup(path.read_text(), "html.parser").find("main")
+
+
+def _table(main, caption_start):
+    """The rendered table whose caption starts with `caption_start` -> (header rows, {row name: [cells]})."""
+    for table in main.find_all("table"):
+        caption = table.find("caption")
+        if caption is not None and caption.get_text(" ", strip=True).startswith(caption_start):
+            header = [[c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])] for tr in table.thead.find_all("tr")]
+            body = {}
+            for tr in table.tbody.find_all("tr"):
+                cells = [c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])]
+                body[cells[0]] = cells[1:]
+            return header, body
+    raise AssertionError(f"no table captioned {caption_start!r}")
+
+
+def _close(prose: str, cell: str) -> bool:
+    """A number of the prose (1 decimal) is the table's (2 decimals) rounded: within half a unit of its digit."""
+    return abs(float(prose) - float(cell)) <= 0.05 + 0.005 + 1e-9
+
+
+def test_chapter_4_prose_states_the_numbers_of_its_own_age_table():
+    main = _main("04_pretraining.html")
+    header, rows = _table(main, "Age from frozen OpenBHB features")
+    column = {name: k for k, name in enumerate(header[0][1:])}
+    prose = next(p.get_text(" ", strip=True) for p in main.find_all("p") if "beat always answering" in p.get_text())
+    median = re.search(r"training median \((\d+\.\d) years\)", prose)
+    assert median and _close(median.group(1), rows["training median"][column["mae"]])
+    compared = re.findall(r"([\w\- ]+?) \(([+-]\d+\.\d), ([+-]\d+\.\d) to ([+-]\d+\.\d)\)", prose)
+    assert len(compared) >= 5, prose           # every trained encoder but the reference, and the untrained one
+    for name, difference, low, high in compared:
+        name = name.strip(" ,:")
+        assert name in rows, f"prose names {name!r}, not a row of the table"
+        for value, key in [(difference, "minus_reference"), (low, "paired_low"), (high, "paired_high")]:
+            assert _close(value, rows[name][column[key]]), f"{name}: prose {key} {value}, table {rows[name][column[key]]}"
+
+
+def test_a_table_chapters_best_method_lines_state_its_own_table():
+    """Chapter 6: each 'best here M (x)' line is the highest of the trained methods' cells of that task, and
+    'best in the paper' is the paper's column. Task k of the bullets is the k-th (paper, ours, Δ) column triple."""
+    from anatcl_core.methods import BASELINES
+    main = _main("06_alzheimers.html")
+    header, rows = _table(main, "The paper's Table 3")
+    lines = list(dict.fromkeys(li.get_text(" ", strip=True) for li in main.find_all("li")
+                               if "best here" in li.get_text()))
+    assert len(lines) == 3, lines
+    trained = [m for m in rows if m not in BASELINES.values() and not m.endswith("(released)")]
+    for k, line in enumerate(lines):
+        found = re.search(r"best here (.+?) \((\d+\.\d\d)\); best in the paper (.+?) \((\d+\.\d\d)\)", line)
+        assert found, line
+        ours = {m: rows[m][3 * k + 1].split(" ± ")[0] for m in trained}
+        assert ours[found.group(1)] == found.group(2), (line, ours)
+        assert float(found.group(2)) == max(float(v) for v in ours.values() if v not in ("", "—", "nan"))
+        assert rows[found.group(3)][3 * k].split(" ± ")[0] == found.group(4), line
+
+
+@pytest.mark.parametrize("page", _chapter_pages())
+def test_every_chapter_links_to_another_chapter_in_its_text(page):
+    """Links in the chapter's own text, not the sidebar or the previous/next buttons; the references page and
+    links within the page do not count."""
+    chapters = set(_chapter_pages())
+    article = _main(page).find("article")
+    for footer in article.find_all(class_="prev-next-area"):
+        footer.decompose()
+    targets = {a["href"].split("#")[0] for a in article.find_all("a", href=True)}
+    assert targets & (chapters - {page}), f"{page}: links only to {sorted(t for t in targets if t)}"

@@ -168,7 +168,8 @@ def _authors_cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 def pretraining_augment(x: torch.Tensor, size: Sequence[int], generator: torch.Generator,
                         recipe: str = "strong") -> torch.Tensor:
-    """One contrastive view of each volume under `recipe` (a key of AUGMENTATIONS): x [B, C, X, Y, Z] -> [B, C, *size].
+    """One contrastive view of each volume under `recipe` (a key of AUGMENTATIONS):
+    x `[B, C, X, Y, Z]` -> `[B, C, *size]`.
 
     Every recipe ends at `size` (the `training_crop` of the grid), deterministic ones by a centre crop, so
     views always have the shape the encoder embeds. No recipe flips left and right: the anatomical
