@@ -264,3 +264,39 @@ def test_every_chapter_links_to_another_chapter_in_its_text(page):
         footer.decompose()
     targets = {a["href"].split("#")[0] for a in article.find_all("a", href=True)}
     assert targets & (chapters - {page}), f"{page}: links only to {sorted(t for t in targets if t)}"
+
+
+#: The sections a reader's review of 2026-12-02 found wanting; .ci/run puts the screenshots of that build
+#: (.ci/screenshots-before/) beside these, as before-<chapter>.png and after-<chapter>.png.
+REVIEWED = {"04_pretraining.html": "did-the-encoders-learn-and-do-they-differ",
+            "05_brain_age_sex.html": "our-table-beside-the-paper-s",
+            "07_schizophrenia_autism.html": "our-table-beside-the-paper-s",
+            "08_clinical_scores.html": "our-table-beside-the-paper-s"}
+
+
+# Injected like _MEASURE: the chapter's title, then the reviewed section at the top of the window (scrolling
+# to an anchor is not reliable in a headless screenshot).
+_FROM_SECTION = """<script>
+window.addEventListener('load', () => {
+  const section = document.getElementById('%s');
+  let before = section.previousElementSibling;
+  while (before) { const next = before.previousElementSibling; if (before.tagName !== 'H1') before.remove(); before = next; }
+});
+</script>"""
+
+
+@pytest.mark.parametrize("page, section", REVIEWED.items())
+def test_after_screenshots_of_the_reviewed_chapters(tmp_path, page, section):
+    source = HTML / "book" / page
+    assert source.exists(), f"{source} missing: run `make book` first"
+    assert f'id="{section}"' in source.read_text(), f"{page}: no section {section}"
+    shot = HTML.parent / "screenshots" / f"after-{source.stem}.png"
+    shot.parent.mkdir(exist_ok=True)
+    probe = source.with_name(f".shot-{page}")
+    probe.write_text(source.read_text().replace("</body>", _FROM_SECTION % section + "</body>"))
+    try:
+        _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars",
+                  "--virtual-time-budget=5000", probe.as_uri())
+    finally:
+        probe.unlink()
+    assert shot.exists() and shot.stat().st_size > 10_000
