@@ -107,20 +107,32 @@ def _chapter_pages():
     return [Path(e).name + ".html" for e in chapter_order(REPO / "_toc.yml") if is_notebook_source(REPO / f"{e}.md")]
 
 
-@pytest.mark.parametrize("page", _chapter_pages())
-def test_no_table_is_wider_than_the_text_column(tmp_path, page):
-    import json
+def _chromium_with_script(tmp_path, page, script, *args):
+    """Run Chromium on a copy of `page` with `script` injected before </body>; the copy sits beside the page, so
+    its CSS and images resolve, and is removed afterwards. Returns what Chromium printed (e.g. --dump-dom)."""
     source = HTML / "book" / page
-    probe = source.with_name(f".measure-{page}")            # beside the page, so its CSS and images resolve
-    probe.write_text(source.read_text().replace("</body>", _MEASURE + "</body>"))
+    assert source.exists(), f"{source} missing: run `make book` first"
+    probe = source.with_name(f".probe-{page}")
+    probe.write_text(source.read_text().replace("</body>", script + "</body>"))
     try:
-        dom = _chromium(tmp_path, "--window-size=1280,1600", "--virtual-time-budget=8000", "--dump-dom",
-                        probe.as_uri())
+        return _chromium(tmp_path, *args, probe.as_uri())
     finally:
         probe.unlink()
-    found = re.search(r"data-wide-tables=\"([^\"]*)\"", dom)
+
+
+def _measured(tmp_path, page, script, attribute):
+    """The JSON list a measuring `script` left in the body's `attribute`, after layout at a desktop window."""
+    import json
+    dom = _chromium_with_script(tmp_path, page, script, "--window-size=1280,1600", "--virtual-time-budget=8000",
+                                "--dump-dom")
+    found = re.search(attribute + r"=\"([^\"]*)\"", dom)
     assert found, f"{page}: the layout was not measured"
-    wide = json.loads(found.group(1).replace("&quot;", '"'))
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.parametrize("page", _chapter_pages())
+def test_no_table_is_wider_than_the_text_column(tmp_path, page):
+    wide = _measured(tmp_path, page, _MEASURE, "data-wide-tables")
     assert wide == [], f"{page}: tables (index, width px, container px) wider than their column: {wide}"
 
 
@@ -178,18 +190,7 @@ window.addEventListener('load', () => {
 def test_no_figure_is_shrunk_below_half_its_size(tmp_path, page):
     """A figure drawn at under half its size has tick labels of a few pixels: at most three panels a row
     (`figure_layout.panel_grid`) keeps every figure above that at the page width."""
-    import json
-    source = HTML / "book" / page
-    probe = source.with_name(f".figures-{page}")
-    probe.write_text(source.read_text().replace("</body>", _FIGURES + "</body>"))
-    try:
-        dom = _chromium(tmp_path, "--window-size=1280,1600", "--virtual-time-budget=8000", "--dump-dom",
-                        probe.as_uri())
-    finally:
-        probe.unlink()
-    found = re.search(r"data-small-figures=\"([^\"]*)\"", dom)
-    assert found, f"{page}: the figures were not measured"
-    small = json.loads(found.group(1).replace("&quot;", '"'))
+    small = _measured(tmp_path, page, _FIGURES, "data-small-figures")
     assert small == [], f"{page}: figures (index, natural px, shown px) drawn at under half their size: {small}"
 
 
@@ -287,16 +288,9 @@ window.addEventListener('load', () => {
 
 @pytest.mark.parametrize("page, section", REVIEWED.items())
 def test_after_screenshots_of_the_reviewed_chapters(tmp_path, page, section):
-    source = HTML / "book" / page
-    assert source.exists(), f"{source} missing: run `make book` first"
-    assert f'id="{section}"' in source.read_text(), f"{page}: no section {section}"
-    shot = HTML.parent / "screenshots" / f"after-{source.stem}.png"
+    assert f'id="{section}"' in (HTML / "book" / page).read_text(), f"{page}: no section {section}"
+    shot = HTML.parent / "screenshots" / f"after-{Path(page).stem}.png"
     shot.parent.mkdir(exist_ok=True)
-    probe = source.with_name(f".shot-{page}")
-    probe.write_text(source.read_text().replace("</body>", _FROM_SECTION % section + "</body>"))
-    try:
-        _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars",
-                  "--virtual-time-budget=5000", probe.as_uri())
-    finally:
-        probe.unlink()
+    _chromium_with_script(tmp_path, page, _FROM_SECTION % section, f"--screenshot={shot}", "--window-size=1280,2400",
+                          "--hide-scrollbars", "--virtual-time-budget=5000")
     assert shot.exists() and shot.stat().st_size > 10_000
