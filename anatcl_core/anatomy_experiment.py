@@ -178,7 +178,11 @@ def read_results(folder: str | Path) -> dict[str, pd.DataFrame] | None:
     if not all(p.is_file() for p in paths.values()) or not (folder / "anatomy_setting.json").is_file():
         return None
     tables = {name: pd.read_csv(p) for name, p in paths.items()}
-    tables["setting"] = json.loads((folder / "anatomy_setting.json").read_text())
+    setting = json.loads((folder / "anatomy_setting.json").read_text())
+    for key in ("worlds", "seeds", "methods"):          # a list; runs of 2026-12-04 wrote "a,b" strings
+        if isinstance(setting.get(key), str):
+            setting[key] = setting[key].split(",")
+    tables["setting"] = setting
     return tables
 
 

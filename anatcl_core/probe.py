@@ -31,7 +31,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe_search import Splits, best_value, inner_scores
+from anatcl_core.probe_search import (REFERENCE_SOLVER, Splits, best_value, exact_logistic, inner_scores,
+                                      logistic_search)
 
 
 #: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
@@ -216,14 +217,21 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
 
     A one-value grid is used as is. When the rows cannot support an inner split the probe is fitted
     at the grid's geometric middle (and None is returned for the chosen value). `inner_splits` and `grid`
-    default to the protocol's. The search is `probe_search`'s direct one; `grid_search=True` runs
-    scikit-learn's `GridSearchCV` instead (the reference it is tested against; `n_jobs` parallelises it).
-    Features are cast to float64.
+    default to the protocol's. The search is `probe_search`'s direct one (for our logistic regressions:
+    solved exactly, `probe_search.logistic_search`); `grid_search=True` runs scikit-learn's `GridSearchCV`
+    instead (the reference it is tested against, with `probe_search.REFERENCE_SOLVER` for the logistic
+    regressions solved exactly; `n_jobs` parallelises it). Features are cast to float64.
     """
     protocol = get_protocol(protocol)
     X = np.asarray(X, dtype=np.float64)
+    exact = kind == "classification" and exact_logistic(protocol, y)
+    if exact and not grid_search:
+        return fit_probes(X, y, kind, [np.arange(len(y))], groups=groups, seeds=[seed], grid=grid,
+                          inner_splits=inner_splits, protocol=protocol)[0]
     inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     search = make_probe(kind, grid, n_jobs=n_jobs, protocol=protocol, seed=seed)
+    if exact:
+        search.set_params(**{f"estimator__model__{key}": value for key, value in REFERENCE_SOLVER.items()})
     name, values = next(iter(search.param_grid.items()))
     inner = _inner_cv(y, kind, groups, inner_splits, seed, protocol.shuffle_inner) if len(values) > 1 else None
     # Hundreds of small fits: BLAS threads cost more than they give (10x on a busy 2-core machine);
@@ -241,6 +249,31 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
         fixed = float(np.exp(np.mean(np.log(values))))
         estimator = search.estimator.set_params(**{name: fixed}).fit(X, y)
         return estimator, (fixed if len(values) == 1 else None)
+
+
+def fit_probes(X: np.ndarray, y: np.ndarray, kind: str, trains: Sequence[np.ndarray], *, seeds: Sequence[int],
+               groups: np.ndarray | None = None, grid: Sequence[float] | None = None,
+               inner_splits: int | None = None, n_jobs: int | None = None,
+               protocol: str | ProbeProtocol = "ours", grid_search: bool = False) -> list[tuple[Any, float | None]]:
+    """`fit_probe(X[rows], y[rows], seed=seed, ...)` for each training rows of `trains` and seed of `seeds`.
+
+    Logistic probes that `probe_search.logistic_search` solves exactly have the inner searches and final
+    fits of all training sets solved together; anything else is `fit_probe` on each set in turn.
+    """
+    protocol = get_protocol(protocol)
+    X = np.asarray(X, dtype=np.float64)
+    if grid_search or kind != "classification" or not exact_logistic(protocol, y):
+        return [fit_probe(X[rows], y[rows], kind, groups=None if groups is None else groups[rows], grid=grid,
+                          inner_splits=inner_splits, seed=seed, n_jobs=n_jobs, protocol=protocol,
+                          grid_search=grid_search) for rows, seed in zip(trains, seeds)]
+    inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
+    template = make_probe(kind, grid, protocol=protocol)
+    values = next(iter(template.param_grid.values()))
+    inners = [_inner_cv(y[rows], kind, None if groups is None else groups[rows], inner_splits, seed,
+                        protocol.shuffle_inner) if len(values) > 1 else None for rows, seed in zip(trains, seeds)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        fits = logistic_search(X, y, [np.asarray(rows) for rows in trains], inners, values, protocol)
+    return [(fit.pipeline(template.estimator), chosen if len(values) > 1 else fit.C) for fit, chosen in fits]
 
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.ndarray | None = None,
@@ -313,17 +346,16 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
                       min_per_test_fold=min_per_test_fold)
     if plan.problem:
         return not_evaluable(metric, len(y), plan.problem, counts)
-    scores, params, one_class_folds = [], [], 0
-    for fold, (train, test) in enumerate(cv_splits(y, kind, plan.n_splits, groups=groups,
-                                                   n_repeats=plan.n_repeats, seed=seed)):
-        if kind == "classification" and len(np.unique(y[test])) < 2:
-            one_class_folds += 1            # balanced accuracy is undefined there; only grouped folds can do this
-            continue
-        estimator, chosen = fit_probe(X[train], y[train], kind, groups=None if groups is None else groups[train],
-                                      grid=grid, inner_splits=inner_splits, seed=seed + fold, n_jobs=n_jobs,
-                                      protocol=protocol, grid_search=grid_search)
-        scores.append(score(kind, y[test], estimator.predict(X[test])))
-        params.append(np.nan if chosen is None else chosen)
+    splits = cv_splits(y, kind, plan.n_splits, groups=groups, n_repeats=plan.n_repeats, seed=seed)
+    # balanced accuracy is undefined on a test fold of one class; only grouped folds can have one
+    scored = [fold for fold, (_, test) in enumerate(splits) if kind != "classification" or len(np.unique(y[test])) > 1]
+    one_class_folds = len(splits) - len(scored)
+    fits = fit_probes(X, y, kind, [splits[fold][0] for fold in scored], seeds=[seed + fold for fold in scored],
+                      groups=groups, grid=grid, inner_splits=inner_splits, n_jobs=n_jobs, protocol=protocol,
+                      grid_search=grid_search)
+    scores = [score(kind, y[splits[fold][1]], estimator.predict(X[splits[fold][1]]))
+              for fold, (estimator, _) in zip(scored, fits)]
+    params = [np.nan if chosen is None else chosen for _, chosen in fits]
     notes = list(plan.notes) + search_notes(params, grid, kind, inner_splits, protocol)
     if one_class_folds:
         notes.append(f"{one_class_folds} test fold(s) held a single class and were not scored")

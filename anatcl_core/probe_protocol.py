@@ -42,7 +42,8 @@ class ProbeProtocol:
 
 
 PROTOCOLS: dict[str, ProbeProtocol] = {p.name: p for p in (
-    ProbeProtocol("ours", "standardised features; logistic regression with balanced class weights (lbfgs) or "
+    ProbeProtocol("ours", "standardised features; logistic regression with balanced class weights (two classes: "
+                  "solved to its optimum, probe_search.logistic_search; more: lbfgs) or "
                   "ridge; C in 1e-4..1e2, alpha in 1e-1..1e5 (7 values) by shuffled stratified inner 3-fold CV, "
                   "ridge chosen by MAE",
                   standardise=True, class_weight="balanced", c_grid=tuple(np.logspace(-4, 2, 7)),

@@ -6,22 +6,31 @@ Here each inner training fold is standardised once, and
 
 - the ridge path for every alpha shares one Gram matrix of the standardised fold (`ridge_path`): the closed
   form of `Ridge(alpha)` with an intercept, equal to scikit-learn's solvers to rounding;
-- logistic regressions are the same `LogisticRegression` fits on the same arrays, so their predictions are
-  bit for bit those of the grid search.
+- logistic regressions of a protocol whose problem can be solved exactly (ours: lbfgs, balanced or no class
+  weights, two classes) are solved to their optimum by `logistic_path`, every C of every inner fold of every
+  outer fold of a task in one batch (`logistic_search`), and the final fits too. The reference they equal is
+  the same search with scikit-learn's exact solver (`REFERENCE_SOLVER`: newton-cholesky at tol 1e-12), not
+  lbfgs at its default tol 1e-4, which stops short of the optimum (benchmarks/RESULTS.md says how much that
+  changes). Other logistic regressions (the paper's saga at 150 iterations) are fitted with scikit-learn as
+  `GridSearchCV` would fit them.
 
 The choice is the grid search's: the value with the highest mean inner score, the first in grid order on ties.
-`tests/test_probe.py` checks chosen values and scores against `GridSearchCV` on the same folds.
+`tests/test_probe.py` and `tests/test_probe_search.py` check chosen values and scores against `GridSearchCV`
+on the same folds.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import linalg
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from anatcl_core.logistic_path import logistic_path
 from anatcl_core.probe_protocol import ProbeProtocol
 
 #: (train rows, test rows) index pairs of a cross-validation.
@@ -29,6 +38,12 @@ Splits = list[tuple[np.ndarray, np.ndarray]]
 
 _SCORERS = {"balanced_accuracy": balanced_accuracy_score, "r2": r2_score,
             "neg_mean_absolute_error": lambda y, p: -mean_absolute_error(y, p)}
+
+#: The reference of the exact logistic path: scikit-learn's Newton solver run to convergence, set on the
+#: pipeline's model when `probe.fit_probe(grid_search=True)` checks the fast path.
+REFERENCE_SOLVER = {"solver": "newton-cholesky", "tol": 1e-12, "max_iter": 1000}
+#: Memory for one batch of logistic problems (training rows, kernels and their factors).
+BATCH_BYTES = 64 * 2 ** 20
 
 
 def ridge_path(Z: np.ndarray, y: np.ndarray, Z_new: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
@@ -43,10 +58,12 @@ def ridge_path(Z: np.ndarray, y: np.ndarray, Z_new: np.ndarray, alphas: Sequence
     primal = centred.shape[0] >= centred.shape[1]
     gram = centred.T @ centred if primal else centred @ centred.T
     right = centred.T @ target if primal else target
-    eye = np.eye(len(gram))
     coefs = []
     for alpha in alphas:
-        solved = linalg.solve(gram + alpha * eye, right, assume_a="pos")
+        shifted = gram.copy()
+        shifted.flat[::len(gram) + 1] += alpha
+        solved = linalg.cho_solve(linalg.cho_factor(shifted, overwrite_a=True, check_finite=False), right,
+                                  check_finite=False)
         coefs.append(solved if primal else centred.T @ solved)
     return np.stack(coefs) @ (Z_new - mean).T + y_mean
 
@@ -77,3 +94,103 @@ def best_value(scores: np.ndarray, values: Sequence[float]) -> float:
     """The grid value of the highest mean score over inner splits; the first one in grid order on ties."""
     means = scores.mean(axis=1)
     return float(values[int(np.flatnonzero(means == means.max())[0])])
+
+
+def exact_logistic(protocol: ProbeProtocol, y: np.ndarray) -> bool:
+    """Whether `logistic_search` solves this protocol's logistic regressions: a solver that converges (lbfgs,
+    whose optimum is then computed exactly), no or balanced class weights, two classes."""
+    return protocol.solver == "lbfgs" and protocol.class_weight in (None, "balanced") and len(np.unique(y)) == 2
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A probe fitted by `logistic_search`: scaler (None without standardisation), coef [d], intercept, C."""
+
+    scaler: StandardScaler | None
+    coef: np.ndarray
+    intercept: float
+    C: float
+    classes: np.ndarray
+
+    def pipeline(self, template: Pipeline) -> Pipeline:
+        """`template` (the unfitted pipeline of `probe.make_probe`) as if fitted to this solution."""
+        model = clone(template.steps[-1][1]).set_params(C=self.C)
+        model.coef_, model.intercept_ = self.coef[None, :], np.array([self.intercept])
+        model.classes_, model.n_features_in_, model.n_iter_ = self.classes, len(self.coef), np.array([0])
+        return Pipeline(([("scale", self.scaler)] if self.scaler is not None else []) + [("model", model)])
+
+
+def logistic_search(X: np.ndarray, y: np.ndarray, trains: Sequence[np.ndarray], inners: Sequence[Splits | None],
+                    values: Sequence[float], protocol: ProbeProtocol) -> list[tuple[LogisticFit, float | None]]:
+    """Inner search and final fit of the logistic probe on each training set, all solved exactly together.
+
+    X [n, d] float64, y [n] two classes; trains[k]: rows of X of training set k; inners[k]: its inner splits
+    (indices into trains[k]) or None when it has none (the grid's geometric middle is then used). Returns
+    (fit, chosen C or None) per training set, the choice being `best_value` of the balanced accuracies.
+    """
+    classes = np.unique(y)
+    problems = [(k, tr, va) for k, inner in enumerate(inners) for tr, va in (inner or [])]
+    inner_fits = _solve(X, y, classes, [trains[k][tr] for k, tr, _ in problems],
+                        np.tile(values, (len(problems), 1)), protocol)
+    scores = np.array([_balanced_accuracy(y[trains[k][va]] == classes[1], fit, X[trains[k][va]])
+                       for (k, _, va), fit in zip(problems, inner_fits)]).reshape(-1, len(values))
+    fixed = float(np.exp(np.mean(np.log(values))))
+    owner = np.array([k for k, _, _ in problems], dtype=int)
+    chosen = [best_value(scores[owner == k].T, values) if inner else None for k, inner in enumerate(inners)]
+    Cs = np.array([[fixed if c is None else c] for c in chosen])
+    final = _solve(X, y, classes, list(trains), Cs, protocol)   # from w = 0: a start from the inner fits is slower
+    return [(LogisticFit(scaler, coef[0], float(intercept[0]), float(C[0]), classes), c)
+            for (scaler, coef, intercept), C, c in zip(final, Cs, chosen)]
+
+
+def _solve(X, y, classes, trains, Cs, protocol):
+    """[(scaler, coef [K, d], intercept [K])] of `logistic_path` on X[rows] for each rows in trains, at Cs [J, K]."""
+    d, out = X.shape[1], []
+    for first, stop in _batches([len(rows) for rows in trains], d):
+        n, J = max(len(rows) for rows in trains[first:stop]), stop - first
+        Z, labels, weights = np.zeros((J, n, d)), np.zeros((J, n)), np.zeros((J, n))
+        scalers = []
+        for j, rows in enumerate(trains[first:stop]):
+            scaler = StandardScaler().fit(X[rows]) if protocol.standardise else None
+            Z[j, :len(rows)] = _transform(scaler, X[rows])
+            labels[j, :len(rows)] = positive = y[rows] == classes[1]
+            counts = np.array([np.sum(~positive), np.sum(positive)])
+            balanced = len(rows) / (2 * counts) if protocol.class_weight == "balanced" else np.ones(2)
+            weights[j, :len(rows)] = balanced[positive.astype(int)]
+            scalers.append(scaler)
+        out.extend(zip(scalers, *logistic_path(Z, labels, weights, Cs[first:stop])))
+    return out
+
+
+def _batches(sizes: list[int], d: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of problems whose padded arrays fit in BATCH_BYTES."""
+    ranges, start = [], 0
+    while start < len(sizes):
+        stop = start + 1
+        while stop < len(sizes) and (stop + 1 - start) * _bytes(max(sizes[start:stop + 1]), d) <= BATCH_BYTES:
+            stop += 1
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def _bytes(n: int, d: int) -> int:
+    """Memory of one padded problem: rows, and kernel + factor (n x n) or their d x d counterparts."""
+    return 8 * (2 * n * d + 3 * min(n, d) ** 2)
+
+
+def _balanced_accuracy(positive: np.ndarray, fit: tuple, X_valid: np.ndarray) -> np.ndarray:
+    """[K] balanced accuracies of the K solutions of fit = (scaler, coef [K, d], intercept [K]) on
+    validation rows X_valid [m, d] whose labels are `positive` [m]."""
+    scaler, coef, intercept = fit
+    Z = _transform(scaler, X_valid)
+    predicted = Z @ coef.T + intercept > 0                              # [m, K]: sklearn's predict
+    if positive.all() or not positive.any():
+        return np.array([balanced_accuracy_score(positive, p) for p in predicted.T])
+    recalls = (predicted[positive].sum(0) / positive.sum(), (~predicted[~positive]).sum(0) / (~positive).sum())
+    return np.mean(recalls, axis=0)
+
+
+def _transform(scaler: StandardScaler | None, X: np.ndarray) -> np.ndarray:
+    """`scaler.transform(X)` (the same arithmetic, without its input checks), or X without a scaler."""
+    return X if scaler is None else (X - scaler.mean_) / scaler.scale_

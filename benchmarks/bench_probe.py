@@ -8,7 +8,12 @@ timing includes what `anatcl probe` does after embedding.
 
     python benchmarks/bench_probe.py                      # the full grid, 2 worker processes
     python benchmarks/bench_probe.py --methods simclr --folds 1 --workers 1
-    python benchmarks/bench_probe.py --grid-search        # the same through scikit-learn's GridSearchCV (before)
+    python benchmarks/bench_probe.py --grid-search        # through GridSearchCV and scikit-learn's exact solver
+    python benchmarks/bench_probe.py --per-fold a.csv     # no timing: every outer fold's C and score, 1 checkpoint
+    python benchmarks/bench_probe.py --compare a.csv b.csv    # how two runs' CSVs (--results or --per-fold) differ
+
+The logistic probes of our protocol are solved exactly (`anatcl_core.logistic_path`); before 2026-12-04 they
+were lbfgs at tol 1e-4. `--compare` of the two runs' CSVs says how many results that moved.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from anatcl_core.data.synthetic import COHORTS, simulate_tables
-from anatcl_core.evaluation import evaluate_tasks
+from anatcl_core.evaluation import evaluate_task, evaluate_tasks
 from anatcl_core.methods import METHOD_LABELS
 from anatcl_core.tasks import TASKS
 
@@ -68,9 +73,22 @@ def main() -> None:
     parser.add_argument("--grid-search", action="store_true",
                         help="search penalties with scikit-learn's GridSearchCV (the reference) instead of probe_search")
     parser.add_argument("--skip-per-task", action="store_true", help="do not time each task separately")
+    parser.add_argument("--per-fold", type=Path, default=None,
+                        help="instead of timing the grid, write the C chosen and the score of every outer fold of "
+                             "every task of the first checkpoint to this CSV")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                        help="only compare two CSVs of --results (or of --per-fold) and exit")
     args = parser.parse_args()
-
+    if args.compare:
+        print(compare(*(pd.read_csv(path) for path in args.compare)))
+        return
     cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
+    if args.per_fold:
+        start = time.process_time()
+        _per_fold(cohorts, args.methods[0], args.seed, args.grid_search).to_csv(args.per_fold, index=False)
+        print(f"wrote {args.per_fold} ({time.process_time() - start:.0f} CPU s)")
+        return
+
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         write_random_embeddings(cache, {c: len(t) for c, t in cohorts.items()}, args.methods, args.folds, args.seed)
@@ -99,6 +117,47 @@ def main() -> None:
     chance = results.query("evaluable and metric == 'balanced_accuracy' and evaluation == 'cv'")["score"]
     print(f"\nsanity: random features give balanced accuracy {chance.mean():.1f} % on average "
           f"(range {chance.min():.1f}-{chance.max():.1f})")
+
+
+def _per_fold(cohorts: dict[str, pd.DataFrame], method: str, seed: int, grid_search: bool) -> pd.DataFrame:
+    """The C (or alpha) chosen and the score of every outer fold of every task, on the embeddings of the first
+    checkpoint (`write_random_embeddings` with the same seed draws them first)."""
+    rng = np.random.default_rng(seed)
+    features = {c: np.maximum(rng.standard_normal((len(t), EMBED_DIM), dtype=np.float32), 0)
+                for c, t in cohorts.items()}
+    rows = []
+    for task in TASKS.values():
+        results = evaluate_task(features[task.cohort], cohorts[task.cohort], task, seed=seed, grid_search=grid_search)
+        for evaluation, result in results.items():
+            rows.extend({"method": method, "fold": 0, "task": task.id, "evaluation": evaluation, "outer_fold": k,
+                         "chosen": chosen, "fold_score": value}
+                        for k, (chosen, value) in enumerate(zip(result.best_params, result.scores)))
+    return pd.DataFrame(rows)
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6) -> str:
+    """How two runs of the same grid differ: per-result rows (score, std) or per-fold rows (chosen, fold_score)."""
+    keys = [k for k in ("method", "fold", "task", "evaluation", "outer_fold") if k in a and k in b]
+    values = ["chosen", "fold_score"] if "fold_score" in a else ["score", "std"]
+    both = a.merge(b, on=keys, suffixes=("_a", "_b"), validate="one_to_one")
+    lines = [f"{len(both)} rows in both ({len(a)} in A, {len(b)} in B)"]
+    moved = np.zeros(len(both), bool)
+    for name in values:
+        x, y = both[f"{name}_a"].to_numpy(float), both[f"{name}_b"].to_numpy(float)
+        diff = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))     # NaN where only one is NaN
+        if name == "chosen":
+            differs = ~np.isclose(x, y, rtol=1e-9, atol=0) & ~(np.isnan(x) & np.isnan(y))
+            lines.append(f"chosen C or alpha: differs in {differs.sum()} rows")
+        else:
+            differs = ~(diff <= tol)
+            lines.append(f"{name}: {differs.sum()} rows differ by more than {tol:g}; largest |difference| "
+                         f"{np.nanmax(diff) if len(diff) else 0:.4g}, median over those rows "
+                         f"{np.nanmedian(diff[differs]) if differs.any() else 0:.3g}")
+        moved |= differs
+    if moved.any():
+        by_task = both.loc[moved, "task"].value_counts()
+        lines.append("rows that differ, by task: " + ", ".join(f"{t} {n}" for t, n in by_task.items()))
+    return "\n".join(lines)
 
 
 def _seconds_per_task(cohorts: dict[str, pd.DataFrame], seed: int, grid_search: bool) -> pd.DataFrame:

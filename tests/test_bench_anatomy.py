@@ -30,6 +30,7 @@ def test_quick_run_writes_every_table_and_a_rerun_resumes(tmp_path):
     assert set(paired["minus"]) == {"yaware"} and (paired["low"] <= paired["high"]).all()
     assert tables["setting"]["n_clinical"] == 60
     assert "native bf16" in tables["setting"]["machine"] and tables["setting"]["finished"].startswith("20")
+    assert tables["setting"]["worlds"] == ["aligned"] and tables["setting"]["seeds"] == [0]
     assert "ENIGMA example subjects (real)" in set(tables["anatomy_contrast"]["data"])
     assert paired_table(paired).shape == (2, 3)
     again = bench(*TOY, "--out", str(tmp_path))                 # resumes: nothing retrained, same scores

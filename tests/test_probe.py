@@ -25,6 +25,7 @@ from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_check
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.methods import METHOD_LABELS
 from anatcl_core.probe import cross_validate_probe, cv_splits, score
+from anatcl_core.probe_search import REFERENCE_SOLVER
 from anatcl_core.report import paper_table, summarise
 from anatcl_core.tasks import TASKS, tasks_for
 
@@ -83,7 +84,8 @@ def test_scaler_fitted_on_all_rows_would_inflate_the_score_ours_does_not():
         X, y, groups = scale_trap(seed)
         ours = cross_validate_probe(X, y, "classification", groups, seed=seed, grid=(C,))
         splits = cv_splits(y, "classification", ours.n_splits, groups=groups, seed=seed)
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
+        # our probe solves its logistic regression exactly: the same optimum as scikit-learn's exact solver
+        model = LogisticRegression(C=C, class_weight="balanced", **REFERENCE_SOLVER)
         with threadpool_limits(limits=1, user_api="blas"):
             honest = [make_pipeline(StandardScaler(), model).fit(X[tr], y[tr]).score(X[te], y[te])
                       for tr, te in splits]
