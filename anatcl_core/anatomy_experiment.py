@@ -38,7 +38,7 @@ from anatcl_core.data.synthetic.model import default_anatomy_model
 from anatcl_core.data.synthetic.world import WORLDS, World, measure_alignment
 from anatcl_core.figure_layout import panel_grid
 from anatcl_core.experiments import method_embeddings, pretrain_methods, run_dir
-from anatcl_core.methods import label_of
+from anatcl_core.methods import EXTENSIONS, label_of
 from anatcl_core.precision import cpu_description
 from anatcl_core.paired_probe import held_out_predictions, out_of_fold_predictions, paired_bootstrap, seed_average
 from anatcl_core.probe import metric_for, score
@@ -178,11 +178,7 @@ def read_results(folder: str | Path) -> dict[str, pd.DataFrame] | None:
     if not all(p.is_file() for p in paths.values()) or not (folder / "anatomy_setting.json").is_file():
         return None
     tables = {name: pd.read_csv(p) for name, p in paths.items()}
-    setting = json.loads((folder / "anatomy_setting.json").read_text())
-    for key in ("worlds", "seeds", "methods"):          # a list; runs of 2026-12-04 wrote "a,b" strings
-        if isinstance(setting.get(key), str):
-            setting[key] = setting[key].split(",")
-    tables["setting"] = setting
+    tables["setting"] = json.loads((folder / "anatomy_setting.json").read_text())
     return tables
 
 
@@ -271,7 +267,7 @@ def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
             lines.append(f"- {name}: the Desikan table itself scores "
                          + ", ".join(f"{table[w]:.1f} % in the {w} world" for w in table)
                          + "; the best encoder " + ", ".join(f"{best[w]:.1f} %" for w in table) + ".")
-    extension = verdicts(paired[~paired["method"].isin(["simclr", "anatcl-local", "anatcl-global", "desikan-table"])])
+    extension = verdicts(paired[paired["method"].isin(EXTENSIONS)])
     for method, rows in extension.groupby("method", sort=False):
         said = "; ".join(f"{TASKS[r.task].group} {TASKS[r.task].label}, {r.world}: {r.difference:+.1f} "
                          f"[{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" for r in rows.itertuples())

@@ -80,6 +80,9 @@ def main() -> None:
                         help="only compare two CSVs of --results (or of --per-fold) and exit")
     args = parser.parse_args()
     if args.compare:
+        missing = [str(path) for path in args.compare if not path.is_file()]
+        if missing:
+            parser.error(f"--compare: no such file {', '.join(missing)}; expected CSVs written by --results or --per-fold")
         print(compare(*(pd.read_csv(path) for path in args.compare)))
         return
     cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
