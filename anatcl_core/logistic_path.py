@@ -57,9 +57,14 @@ class KernelSystem:
         self.factors: list = [None] * len(Z)
         self.sw, self.C = np.zeros(Z.shape[:2]), np.zeros(len(Z))   # curvature roots and C of each factor
 
-    def matvec(self, v: np.ndarray) -> np.ndarray:
-        """K v: [J, n] -> [J, n]."""
-        return (self.K @ v[..., None])[..., 0]
+    def matvec(self, v: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        """K v: [J, n] -> [J, n], for the problems `which` only (zeros elsewhere) when given."""
+        if which is None or len(which) == len(v):
+            return (self.K @ v[..., None])[..., 0]
+        out = np.zeros_like(v)
+        for j in which:                              # a loop: K[which] would copy the kernels
+            out[j] = self.K[j] @ v[j]
+        return out
 
     def update(self, active: np.ndarray, renew: np.ndarray, sw: np.ndarray, C: np.ndarray) -> None:
         """New factors for the `active` problems whose C changed or whose curvature is to be `renew`ed [J],
@@ -94,8 +99,11 @@ class FeatureSystem(KernelSystem):
         self.factors = [None] * len(Z)
         self.sw, self.C = np.zeros(Z.shape[:2]), np.zeros(len(Z))
 
-    def matvec(self, v: np.ndarray) -> np.ndarray:
-        return (self.Z @ (self.Z.transpose(0, 2, 1) @ v[..., None]))[..., 0]
+    def matvec(self, v: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        out = np.zeros_like(v)
+        for j in range(len(v)) if which is None else which:
+            out[j] = self.Z[j] @ (v[j] @ self.Z[j])
+        return out
 
     def update(self, active: np.ndarray, renew: np.ndarray, sw: np.ndarray, C: np.ndarray) -> None:
         for j in active[renew[active] | (self.C[active] == 0)]:
@@ -150,8 +158,8 @@ def _newton(system, y, s, C, a, b, g, tol, max_iter):
         active = np.flatnonzero(~done)
         # renew the curvature after a large step or a poor contraction (a new C always renews the factor)
         system.update(active, (last_step > system.refactor_step) | (last_step > CONTRACTION * before), sw, C)
-        da, db = _direction(system, active, C, v, system.matvec(v), -r.sum(-1))
-        Kda = system.matvec(da)
+        da, db = _direction(system, active, C, v, system.matvec(v, active), -r.sum(-1))
+        Kda = system.matvec(da, active)
         slope = ((r + a / C[:, None]) * Kda).sum(-1) + r.sum(-1) * db       # directional derivative, < 0
         start = _loss(f, y, s) + (a * g).sum(-1) / (2 * C)
         t = np.where(done, 0.0, 1.0)

@@ -24,15 +24,15 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
+from sklearn.metrics import mean_absolute_error
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe_search import (REFERENCE_SOLVER, Splits, best_value, exact_logistic, inner_scores,
-                                      logistic_search)
+from anatcl_core.probe_search import (REFERENCE_SOLVER, Splits, balanced_accuracy, best_value, exact_logistic,
+                                      inner_scores, logistic_search)
 
 
 #: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
@@ -81,7 +81,7 @@ def metric_for(kind: str) -> str:
 def score(kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Balanced accuracy in % (classification) or mean absolute error in y's unit (regression)."""
     if kind == "classification":
-        return 100.0 * balanced_accuracy_score(y_true, y_pred)
+        return 100.0 * balanced_accuracy(y_true, y_pred)
     return float(mean_absolute_error(y_true, y_pred))
 
 

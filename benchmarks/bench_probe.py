@@ -11,6 +11,7 @@ timing includes what `anatcl probe` does after embedding.
     python benchmarks/bench_probe.py --grid-search        # through GridSearchCV and scikit-learn's exact solver
     python benchmarks/bench_probe.py --per-fold a.csv     # no timing: every outer fold's C and score, 1 checkpoint
     python benchmarks/bench_probe.py --compare a.csv b.csv    # how two runs' CSVs (--results or --per-fold) differ
+    python benchmarks/bench_probe.py --floor              # no timing of the probe: the least its linear algebra costs
 
 The logistic probes of our protocol are solved exactly (`anatcl_core.logistic_path`); before 2026-12-04 they
 were lbfgs at tol 1e-4. `--compare` of the two runs' CSVs says how many results that moved.
@@ -19,15 +20,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from scipy.linalg.lapack import dpotrf, spotrf
+from threadpoolctl import threadpool_limits
+
+from anatcl_core import logistic_path, probe_search
 
 from anatcl_core.data.synthetic import COHORTS, simulate_tables
 from anatcl_core.evaluation import evaluate_task, evaluate_tasks
@@ -76,6 +84,8 @@ def main() -> None:
     parser.add_argument("--per-fold", type=Path, default=None,
                         help="instead of timing the grid, write the C chosen and the score of every outer fold of "
                              "every task of the first checkpoint to this CSV")
+    parser.add_argument("--floor", action="store_true",
+                        help="instead of timing the grid, time the least linear algebra one checkpoint's probes need")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
                         help="only compare two CSVs of --results (or of --per-fold) and exit")
     args = parser.parse_args()
@@ -86,6 +96,9 @@ def main() -> None:
         print(compare(*(pd.read_csv(path) for path in args.compare)))
         return
     cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
+    if args.floor:
+        print(floor(cohorts, args.methods[0], args.seed, len(args.methods) * args.folds))
+        return
     if args.per_fold:
         start = time.process_time()
         _per_fold(cohorts, args.methods[0], args.seed, args.grid_search).to_csv(args.per_fold, index=False)
@@ -136,6 +149,81 @@ def _per_fold(cohorts: dict[str, pd.DataFrame], method: str, seed: int, grid_sea
                          "chosen": chosen, "fold_score": value}
                         for k, (chosen, value) in enumerate(zip(result.best_params, result.scores)))
     return pd.DataFrame(rows)
+
+
+def floor(cohorts: dict[str, pd.DataFrame], method: str, seed: int, checkpoints: int) -> str:
+    """The least the exact probe's linear algebra costs, one checkpoint, timed on this machine (1 BLAS thread).
+
+    The problems are recorded from a real run of the 22 tasks on random embeddings (each logistic training set
+    and its number of C values, each ridge inner fold). The floor counts, per logistic problem, its kernel Z Z^T formed once and one
+    Cholesky factor per C (or, where `logistic_path` works in feature space, one Gram Z^T W Z and one d x d
+    factor per C), and per ridge inner fold its Gram and one factor per alpha. Nothing else: no Newton
+    iteration beyond one factor per C, no triangular solve, no scaler, no final ridge fit, no Python.
+    """
+    logistic, ridge = [], []
+    solve, path = probe_search._solve, probe_search.ridge_path
+
+    def record_solve(X, y, classes, trains, Cs, protocol):
+        logistic.extend((len(rows), Cs.shape[1]) for rows in trains)
+        return solve(X, y, classes, trains, Cs, protocol)
+
+    def record_ridge(Z, y, Z_new, alphas):
+        ridge.append((len(Z), len(alphas)))
+        return path(Z, y, Z_new, alphas)
+
+    rng = np.random.default_rng(seed)
+    features = {c: np.maximum(rng.standard_normal((len(t), EMBED_DIM), dtype=np.float32), 0)
+                for c, t in cohorts.items()}
+    with mock.patch.object(probe_search, "_solve", record_solve), \
+            mock.patch.object(probe_search, "ridge_path", record_ridge):
+        evaluate_tasks({(method, 0): features}, cohorts, seed=seed)
+    d = EMBED_DIM
+    with threadpool_limits(limits=1, user_api="blas"):
+        kernels = sum(count * _seconds_gram(n, d, kernel=_kernel_side(n, d)) for n, count in
+                      Counter(n for n, _ in logistic).items())
+        pairs = Counter(n for n, k in logistic for _ in range(k))
+        factors, single = (sum(count * (_seconds_cholesky(n, single) if _kernel_side(n, d) else
+                                        _seconds_cholesky(d, single) + _seconds_gram(n, d, kernel=False))
+                               for n, count in pairs.items()) for single in (False, True))
+        ridge_s = sum(_seconds_gram(n, d, kernel=n < d) + k * _seconds_cholesky(min(n, d)) for n, k in ridge)
+    total = kernels + factors + ridge_s
+    return (f"one checkpoint: {len(logistic)} logistic problems, {sum(k for _, k in logistic)} (problem, C) pairs, "
+            f"{len(ridge)} ridge inner folds\n"
+            f"floor: kernels/Grams {kernels:.2f} s + one factor per C {factors:.2f} s + ridge {ridge_s:.2f} s "
+            f"= {total:.2f} CPU s per checkpoint; x {checkpoints} checkpoints = {total * checkpoints:.0f} CPU s, "
+            f"{total * checkpoints / os.cpu_count():.0f} s of wall time on {os.cpu_count()} cores at best\n"
+            f"with float32 factors (spotrf) instead: {factors:.2f} -> {single:.2f} s, "
+            f"{(total - factors + single) * checkpoints / os.cpu_count():.0f} s of wall time at best")
+
+
+def _kernel_side(n: int, d: int) -> bool:
+    """Whether `logistic_path` factors the n x n kernel system (else the d x d one): its own rule."""
+    return type(logistic_path._system(np.zeros((1, n, d)))) is logistic_path.KernelSystem
+
+
+def _seconds_gram(n: int, d: int, kernel: bool, repeats: int = 5) -> float:
+    """Fastest of `repeats` float64 products Z Z^T [n, n] (kernel) or Z^T Z [d, d], Z [n, d]."""
+    Z = np.random.default_rng(0).standard_normal((n, d))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _ = Z @ Z.T if kernel else Z.T @ Z
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@functools.lru_cache(maxsize=None)
+def _seconds_cholesky(m: int, single: bool = False, repeats: int = 5) -> float:
+    """Fastest of `repeats` LAPACK Cholesky factorisations of an m x m positive definite matrix: float64
+    (dpotrf), or float32 (spotrf) with `single`."""
+    Z = np.random.default_rng(0).standard_normal((m, EMBED_DIM))
+    A, times = (Z @ Z.T / EMBED_DIM + np.eye(m)).astype(np.float32 if single else np.float64), []
+    for _ in range(repeats):
+        B = A.copy()
+        start = time.perf_counter()
+        (spotrf if single else dpotrf)(B.T, lower=0, overwrite_a=1, clean=0)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6) -> str:

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.logistic_path import logistic_path
 from anatcl_core.probe import cross_validate_probe, fit_probe
-from anatcl_core.probe_search import REFERENCE_SOLVER
+from anatcl_core.probe_search import REFERENCE_SOLVER, balanced_accuracy, fit_scaler
 
 GRID = np.logspace(-4, 2, 7)
 
@@ -118,3 +119,31 @@ def test_invariants_row_order_and_label_swap(seed, n_pos, log_C):
     np.testing.assert_allclose(shuffled[0], coef, atol=1e-8 * scale)
     np.testing.assert_allclose(swapped[0], -coef, atol=1e-8 * scale)
     np.testing.assert_allclose(swapped[1], -intercept, atol=1e-8 * scale)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), d=st.integers(1, 12), offset=st.sampled_from([0.0, 1e3, 1e8]))
+def test_fit_scaler_is_scikit_learns_standard_scaler(seed, n, d, offset):
+    """Means, variances and scales as StandardScaler's (to rounding), constant and near-constant columns included."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(1e-3, 10, d) + offset
+    X[:, 0] = offset + 3.0                                    # constant: scale 1, as scikit-learn sets it
+    if d > 1:
+        X[:, 1] = offset + 1e-17 * rng.normal(size=n)           # below the rounding bound: constant as well
+    ours, theirs = fit_scaler(X), StandardScaler().fit(X)
+    np.testing.assert_allclose(ours.mean_, theirs.mean_, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(ours.var_, theirs.var_, rtol=1e-9, atol=1e-300)
+    np.testing.assert_array_equal(ours.scale_ == 1.0, theirs.scale_ == 1.0)
+    np.testing.assert_allclose(ours.scale_, theirs.scale_, rtol=1e-9)
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=1e-8, atol=1e-8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 40), n_classes=st.integers(1, 4))
+def test_balanced_accuracy_is_scikit_learns(seed, n, n_classes):
+    """Bit for bit, including predictions of a class absent from y_true (scikit-learn warns and ignores it)."""
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, n_classes, n), rng.integers(0, n_classes + 1, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert balanced_accuracy(y_true, y_pred) == balanced_accuracy_score(y_true, y_pred)
