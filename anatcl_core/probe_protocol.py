@@ -33,8 +33,9 @@ class ProbeProtocol:
     inner_splits: int                  # folds of the inner search
     shuffle_inner: bool                # shuffled, seeded stratified inner folds; False: GridSearchCV(cv=k)'s own
     regression_scoring: str            # scikit-learn scorer of the ridge search
-    solver: str                        # LogisticRegression's solver
+    solver: str                        # LogisticRegression's solver, for the fits not solved exactly
     max_iter: int
+    exact: bool                        # two-class logistic regressions solved to their optimum (logistic_path)
 
     def grid(self, kind: str) -> tuple[float, ...]:
         """The values searched for `kind`: C (classification) or alpha (regression)."""
@@ -48,13 +49,13 @@ PROTOCOLS: dict[str, ProbeProtocol] = {p.name: p for p in (
                   "ridge chosen by MAE",
                   standardise=True, class_weight="balanced", c_grid=tuple(np.logspace(-4, 2, 7)),
                   alpha_grid=tuple(np.logspace(-1, 5, 7)), inner_splits=3, shuffle_inner=True,
-                  regression_scoring="neg_mean_absolute_error", solver="lbfgs", max_iter=5000),
+                  regression_scoring="neg_mean_absolute_error", solver="lbfgs", max_iter=5000, exact=True),
     ProbeProtocol("paper", "the authors' estimators: raw features, no class weights; logistic regression (saga, "
                   "150 iterations) or ridge; C and alpha in 1e-2..1e2 (5 values) by GridSearchCV(cv=5), ridge "
                   "chosen by R^2",
                   standardise=False, class_weight=None, c_grid=tuple(10.0 ** np.arange(-2, 3)),
                   alpha_grid=tuple(10.0 ** np.arange(-2, 3)), inner_splits=5, shuffle_inner=False,
-                  regression_scoring="r2", solver="saga", max_iter=150),
+                  regression_scoring="r2", solver="saga", max_iter=150, exact=False),
 )}
 
 

@@ -6,8 +6,8 @@ Here each inner training fold is standardised once, and
 
 - the ridge path for every alpha shares one Gram matrix of the standardised fold (`ridge_path`): the closed
   form of `Ridge(alpha)` with an intercept, equal to scikit-learn's solvers to rounding;
-- logistic regressions of a protocol whose problem can be solved exactly (ours: lbfgs, balanced or no class
-  weights, two classes) are solved to their optimum by `logistic_path`, every C of every inner fold of every
+- logistic regressions of a protocol that asks for the optimum (`ProbeProtocol.exact`; ours, with balanced or
+  no class weights, two classes) are solved to their optimum by `logistic_path`, every C of every inner fold of every
   outer fold of a task in one batch (`logistic_search`), and the final fits too. The reference they equal is
   the same search with scikit-learn's exact solver (`REFERENCE_SOLVER`: newton-cholesky at tol 1e-12), not
   lbfgs at its default tol 1e-4, which stops short of the optimum (benchmarks/RESULTS.md says how much that
@@ -123,9 +123,10 @@ def best_value(scores: np.ndarray, values: Sequence[float]) -> float:
 
 
 def exact_logistic(protocol: ProbeProtocol, y: np.ndarray) -> bool:
-    """Whether `logistic_search` solves this protocol's logistic regressions: a solver that converges (lbfgs,
-    whose optimum is then computed exactly), no or balanced class weights, two classes."""
-    return protocol.solver == "lbfgs" and protocol.class_weight in (None, "balanced") and len(np.unique(y)) == 2
+    """Whether `logistic_search` solves this protocol's logistic regressions on labels y: the protocol asks for
+    the optimum (`ProbeProtocol.exact`), with no or balanced class weights, and there are two classes (more are
+    fitted by scikit-learn with the protocol's solver)."""
+    return protocol.exact and protocol.class_weight in (None, "balanced") and len(np.unique(y)) == 2
 
 
 @dataclass(frozen=True)

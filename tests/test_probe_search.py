@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.logistic_path import logistic_path
 from anatcl_core.probe import cross_validate_probe, fit_probe
+from anatcl_core.probe_protocol import PROTOCOLS
 from anatcl_core.probe_search import REFERENCE_SOLVER, balanced_accuracy, fit_scaler
 
 GRID = np.logspace(-4, 2, 7)
@@ -103,6 +105,20 @@ def test_the_fitted_probe_predicts_what_the_reference_predicts():
     np.testing.assert_allclose(one_value.decision_function(new),
                                fit_probe(X, y, "classification", grid=(0.5,), grid_search=True)[0].decision_function(new),
                                atol=1e-6)
+
+
+def test_a_protocol_that_does_not_ask_for_the_optimum_keeps_its_solver():
+    """exact=False: the two-class probe is scikit-learn's estimator as the protocol names it (lbfgs, stopped at
+    its tol), as GridSearchCV fits it, not the exact path; the paper protocol is such a protocol."""
+    X, y = data(30, 40, 20, 1.0, seed=5)
+    early = replace(PROTOCOLS["ours"], exact=False)
+    assert not PROTOCOLS["paper"].exact and PROTOCOLS["ours"].exact
+    fitted, chosen = fit_probe(X, y, "classification", protocol=early, seed=1)
+    reference, reference_chosen = fit_probe(X, y, "classification", protocol=early, seed=1, grid_search=True)
+    assert chosen == reference_chosen
+    assert fitted.named_steps["model"].n_iter_[0] > 0          # scikit-learn's lbfgs ran; the exact path records 0
+    np.testing.assert_array_equal(fitted.named_steps["model"].coef_,
+                                  reference.best_estimator_.named_steps["model"].coef_)
 
 
 @settings(max_examples=15, deadline=None)
