@@ -22,8 +22,9 @@ import pandas as pd
 from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, metric_for, not_evaluable, plan_folds,
-                               score, search_notes)
+from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, metric_for, not_evaluable, score,
+                               search_notes)
+from anatcl_core.probe_folds import plan_folds
 from anatcl_core.tasks import TaskColumnError, TaskSpec, select_tasks
 
 log = logging.getLogger(__name__)

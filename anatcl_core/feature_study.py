@@ -17,7 +17,8 @@ from sklearn.model_selection import cross_validate
 from threadpoolctl import threadpool_limits
 
 from anatcl_core.anatomy import CHANNELS
-from anatcl_core.probe import cv_splits, make_probe
+from anatcl_core.probe import make_probe
+from anatcl_core.probe_folds import cv_splits
 from anatcl_core.tasks import paper_results
 
 #: Table 6's measures (its task-id suffix) -> OpenBHB Desikan channel, in the table's column order.

@@ -7,7 +7,7 @@ Example::
     seed_average([boot, ...])        # mean difference over seeds, its 95 % interval and detectable size
 
 A difference is score(a) - score(b) in the task's metric (`probe.score`: balanced accuracy in % points, or MAE
-in the target's unit). Every encoder's probe sees the same folds (`probe.cv_splits` with one seed), so the
+in the target's unit). Every encoder's probe sees the same folds (`probe_folds.cv_splits` with one seed), so the
 bootstrap resamples subjects, not folds, and the same resampled subjects score both encoders.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anatcl_core.probe import cv_splits, fit_probe, score
+from anatcl_core.probe import fit_probe, score
+from anatcl_core.probe_folds import cv_splits
 
 #: (z_0.975 + z_0.8): a difference of this many standard errors is detected by a two-sided 5 % test 80 % of the time.
 DETECTABLE_SE = 2.8

@@ -4,9 +4,8 @@ A probe is a logistic regression (classification) or a ridge (regression), with 
 grid by an inner cross-validation that sees only the outer training rows. How exactly (scaler, class
 weights, grid, inner folds) is a protocol of `probe_protocol`: ours by default (`StandardScaler ->
 LogisticRegression(class_weight="balanced")` or `StandardScaler -> Ridge`), or the authors' estimators
-(`protocol="paper"`). Outer folds are stratified at subject level (on the class, or on quantile bins of a
-continuous target); with `groups` no group is split across folds. Scores: balanced accuracy in %, MAE in
-the target's unit.
+(`protocol="paper"`). The folds, stratified at subject level and planned for small classes, are
+`probe_folds`'s. Scores: balanced accuracy in %, MAE in the target's unit.
 
 Example::
 
@@ -21,18 +20,18 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import mean_absolute_error
-from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from anatcl_core.probe_folds import cv_splits, inner_cv, plan_folds
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe_search import (REFERENCE_SOLVER, Splits, balanced_accuracy, best_value, exact_logistic,
-                                      inner_scores, logistic_search)
+from anatcl_core.probe_search import (REFERENCE_SOLVER, balanced_accuracy, best_value, exact_logistic, inner_scores,
+                                      logistic_search)
 
 
 #: Our protocol's log grids; embeddings are standardised first, so one grid serves every encoder.
@@ -110,105 +109,6 @@ def make_probe(kind: str, grid: Sequence[float] | None = None, cv: Any = 3, n_jo
     return GridSearchCV(pipeline, {name: list(grid)}, scoring=scoring, cv=cv, n_jobs=n_jobs, error_score="raise")
 
 
-def strata(y: np.ndarray, kind: str, n_splits: int) -> np.ndarray:
-    """Labels to stratify folds on: the class, or quantile bins of a continuous y (each bin >= 2 * n_splits rows).
-
-    Bins are cut on ranks, ties broken by row order, so scores with many tied values (IQ, ratings)
-    still give equal-sized bins.
-    """
-    if kind == "classification":
-        return np.asarray(y)
-    n_bins = int(np.clip(len(y) // (2 * n_splits), 1, 10))
-    ranks = pd.Series(np.asarray(y, dtype=np.float64)).rank(method="first").to_numpy() - 1
-    return (ranks * n_bins // len(y)).astype(np.int64)
-
-
-def cv_splits(y: np.ndarray, kind: str, n_splits: int, *, groups: np.ndarray | None = None, n_repeats: int = 1,
-              seed: int = 0) -> Splits:
-    """Stratified (train, test) row-index pairs: `n_repeats` shuffles of `n_splits` folds, deterministic in `seed`.
-
-    With `groups` ([n] labels, e.g. subject ids) every group falls in exactly one test fold per repeat.
-    """
-    labels = strata(y, kind, n_splits)
-    splits: Splits = []
-    for repeat in range(n_repeats):
-        if groups is None:
-            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed + repeat)
-        else:
-            splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed + repeat)
-        splits.extend(splitter.split(np.zeros(len(labels)), labels, groups))
-    return splits
-
-
-@dataclass(frozen=True)
-class FoldPlan:
-    """How many folds and repeats a dataset can support, and the reasons, or why it cannot be scored."""
-
-    n_splits: int
-    n_repeats: int
-    notes: tuple[str, ...] = ()
-    problem: str | None = None
-
-
-def plan_folds(y: np.ndarray, kind: str, n_splits: int, n_repeats: int, *, groups: np.ndarray | None = None,
-               small_class_repeats: int = 10, min_per_test_fold: int = 4) -> FoldPlan:
-    """Adapt the requested folds to the data instead of failing or silently dropping the task.
-
-    Classification: with m subjects in the smallest class, use min(n_splits, m) folds (m < 2: not
-    evaluable); when a test fold would hold fewer than `min_per_test_fold` of them, balanced accuracy
-    moves in coarse steps from fold to fold, so repeat the split `small_class_repeats` times.
-    Regression: at most n // 2 folds; fewer than 4 subjects is not evaluable.
-    """
-    notes: list[str] = []
-    if kind == "classification":
-        classes, counts = np.unique(y, return_counts=True)
-        if len(classes) < 2:
-            return FoldPlan(0, 0, problem=f"only one class present ({classes.tolist()}, {len(y)} subjects)")
-        smallest = int(counts.min())
-        if smallest < 2:
-            return FoldPlan(0, 0, problem=f"class {classes[counts.argmin()].item()!r} has {smallest} subject; "
-                                          "cross-validation needs at least 2 per class")
-        capacity, unit = smallest, f"the smallest class has {smallest} subjects"
-    else:
-        if len(y) < 4:
-            return FoldPlan(0, 0, problem=f"{len(y)} subjects with a value; at least 4 are needed")
-        capacity, unit = len(y) // 2, f"{len(y)} subjects"
-    if groups is not None:
-        n_groups = len(np.unique(groups))
-        if n_groups < 2:
-            return FoldPlan(0, 0, problem=f"all subjects are in {n_groups} group")
-        if n_groups < capacity:
-            capacity, unit = n_groups, f"there are {n_groups} groups"
-    used = min(n_splits, capacity)
-    if used < n_splits:
-        notes.append(f"{unit}: {used} folds instead of {n_splits}")
-    repeats = n_repeats
-    if kind == "classification" and smallest < min_per_test_fold * used and small_class_repeats > n_repeats:
-        repeats = small_class_repeats
-        notes.append(f"smallest class has {smallest} subjects, fewer than {min_per_test_fold} per test fold: "
-                     f"{repeats} repeats of the {used}-fold split, std over all {used * repeats} folds")
-    return FoldPlan(used, repeats, tuple(notes))
-
-
-def _inner_cv(y: np.ndarray, kind: str, groups: np.ndarray | None, inner_splits: int, seed: int,
-              shuffle: bool = True) -> Splits | None:
-    """Inner splits of one outer training fold, or None when they cannot hold 2 rows of every class.
-
-    shuffle=False gives what `GridSearchCV(cv=k)` does with an integer: unshuffled (Stratified)KFold, by
-    groups when there are groups.
-    """
-    plan = plan_folds(y, kind, inner_splits, 1, groups=groups, small_class_repeats=1)
-    if plan.problem or plan.n_splits < 2:
-        return None
-    if shuffle:
-        return cv_splits(y, kind, plan.n_splits, groups=groups, seed=seed)
-    if groups is not None:
-        splitter = StratifiedGroupKFold(plan.n_splits) if kind == "classification" else GroupKFold(plan.n_splits)
-    else:
-        splitter = StratifiedKFold(plan.n_splits) if kind == "classification" else KFold(plan.n_splits)
-    return list(splitter.split(np.zeros(len(y)), y, groups))
-
-
 def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | None = None,
               grid: Sequence[float] | None = None, inner_splits: int | None = None, seed: int = 0,
               n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours", grid_search: bool = False,
@@ -233,7 +133,7 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
     if exact:
         search.set_params(**{f"estimator__model__{key}": value for key, value in REFERENCE_SOLVER.items()})
     name, values = next(iter(search.param_grid.items()))
-    inner = _inner_cv(y, kind, groups, inner_splits, seed, protocol.shuffle_inner) if len(values) > 1 else None
+    inner = inner_cv(y, kind, groups, inner_splits, seed, protocol.shuffle_inner) if len(values) > 1 else None
     # Hundreds of small fits: BLAS threads cost more than they give (10x on a busy 2-core machine);
     # parallelism, when wanted, goes over grid points and folds through n_jobs instead. The authors' saga
     # stops at 150 iterations whether or not it converged: that is their protocol, so no warning per fit.
@@ -269,7 +169,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, kind: str, trains: Sequence[np.ndar
     inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     template = make_probe(kind, grid, protocol=protocol)
     values = next(iter(template.param_grid.values()))
-    inners = [_inner_cv(y[rows], kind, None if groups is None else groups[rows], inner_splits, seed,
+    inners = [inner_cv(y[rows], kind, None if groups is None else groups[rows], inner_splits, seed,
                         protocol.shuffle_inner) if len(values) > 1 else None for rows, seed in zip(trains, seeds)]
     with threadpool_limits(limits=1, user_api="blas"):
         fits = logistic_search(X, y, [np.asarray(rows) for rows in trains], inners, values, protocol)

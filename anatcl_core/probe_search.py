@@ -31,10 +31,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.logistic_path import logistic_path
+from anatcl_core.probe_folds import Splits
 from anatcl_core.probe_protocol import ProbeProtocol
 
-#: (train rows, test rows) index pairs of a cross-validation.
-Splits = list[tuple[np.ndarray, np.ndarray]]
 
 
 

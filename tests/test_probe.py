@@ -24,7 +24,8 @@ from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.methods import METHOD_LABELS
-from anatcl_core.probe import cross_validate_probe, cv_splits, score
+from anatcl_core.probe import cross_validate_probe, score
+from anatcl_core.probe_folds import cv_splits
 from anatcl_core.probe_search import REFERENCE_SOLVER
 from anatcl_core.report import paper_table, summarise
 from anatcl_core.tasks import TASKS, tasks_for
