@@ -12,7 +12,6 @@ Example::
 """
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 import numpy as np
@@ -119,26 +118,27 @@ def anatomy_free_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]
             "miss by chance alone; more than that would point at a leak.")
 
 
-_ROUTINE = ("by inner", "fit on ", "fixed C", "fixed alpha")      # how the search ran, not a warning
+#: Parts of a probe's note that say how the search ran, or that `edge_folds` already counts: not warnings.
+_ROUTINE = ("by inner", "fit on ", "fixed C", "fixed alpha", "at the grid edge")
 
 
 def notes_markdown(results: pd.DataFrame) -> str:
     """The warnings among the probes' notes, one bullet per task, every method pooled: penalties chosen at the
-    edge of the grid (counted over folds), folds reduced or repeated for small classes, tasks not scored. The
-    routine parts (how the penalty was searched) are left out; the full notes stay in the results."""
+    edge of the grid (the rows' `edge_folds` over their `n_scored` folds), folds reduced or repeated for small
+    classes, tasks not scored. The routine parts (how the penalty was searched) are left out; the full notes
+    stay in the results."""
     lines = []
     for task, rows in results.groupby("task", sort=False):
-        edge, folds, other = 0, 0, []
+        other = []
         for note in rows["note"].fillna(""):
             for part in filter(None, (p.strip() for p in note.split(";"))):
-                found = re.search(r"(C|alpha) at the grid edge in (\d+)/(\d+) folds", part)
-                if found:
-                    name, edge, folds = found.group(1), edge + int(found.group(2)), folds + int(found.group(3))
-                elif not any(r in part for r in _ROUTINE) and part not in other:
+                if not any(r in part for r in _ROUTINE) and part not in other:
                     other.append(part)
+        edge = int(rows["edge_folds"].sum())
         if edge:
-            other.insert(0, f"{name} at the edge of its grid in {edge} of {folds} folds (all methods together): "
-                            "a wider grid might score differently")
+            name = "C" if (rows["metric"] == "balanced_accuracy").all() else "alpha"
+            other.insert(0, f"{name} at the edge of its grid in {edge} of {int(rows['n_scored'].sum())} folds "
+                            "(all methods together): a wider grid might score differently")
         if other:
             lines.append(f"- **{task}**: " + "; ".join(other))
     if not lines:

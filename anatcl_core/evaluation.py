@@ -22,8 +22,8 @@ import pandas as pd
 from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
-from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, metric_for, not_evaluable, score,
-                               search_notes)
+from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, grid_edge_folds, metric_for,
+                               not_evaluable, score, search_notes)
 from anatcl_core.probe_folds import plan_folds
 from anatcl_core.tasks import TaskColumnError, TaskSpec, select_tasks
 
@@ -60,18 +60,20 @@ def evaluate_openbhb(X: np.ndarray, participants: pd.DataFrame, task: TaskSpec, 
             results[name] = not_evaluable(metric, 0, f"no rows with split == {name!r}")
             continue
         counts = tuple(int(c) for c in np.bincount(y[test])) if task.kind == "classification" else ()
+        params = [np.nan if chosen is None else chosen]
         note = "; ".join([f"fit on {int(train.sum())} train rows, scored on {int(test.sum())} {name} rows"]
-                         + search_notes([np.nan if chosen is None else chosen], grid, task.kind, inner_splits,
-                                        protocol))
+                         + search_notes(params, grid, task.kind, inner_splits, protocol))
         results[name] = ProbeResult(metric, (score(task.kind, y[test], estimator.predict(features[test])),),
-                                    int(test.sum()), 1, 1, counts, (np.nan if chosen is None else chosen,), note)
+                                    int(test.sum()), 1, 1, counts, tuple(params), note,
+                                    edge_folds=grid_edge_folds(params, grid, task.kind, protocol))
     return results
 
 
 #: One row per (method, pretraining fold, task, evaluation). score and std: mean and SD (ddof=0) over the
-#: `n_scored` test folds; protocol: the probe's (`probe_protocol.PROTOCOLS`).
+#: `n_scored` test folds; edge_folds: how many of their fits chose C or alpha at an end of the grid;
+#: protocol: the probe's (`probe_protocol.PROTOCOLS`).
 RESULT_COLUMNS = ("method", "fold", "task", "cohort", "table", "metric", "evaluation", "score", "std", "n_scored",
-                  "n", "n_splits", "n_repeats", "class_counts", "evaluable", "protocol", "note")
+                  "n", "n_splits", "n_repeats", "class_counts", "evaluable", "edge_folds", "protocol", "note")
 
 
 def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeResult,
@@ -80,7 +82,8 @@ def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeR
             "metric": result.metric, "evaluation": evaluation, "score": result.mean, "std": result.std,
             "n_scored": len(result.scores), "n": result.n_samples, "n_splits": result.n_splits,
             "n_repeats": result.n_repeats, "class_counts": "/".join(map(str, result.class_counts)),
-            "evaluable": result.evaluable, "protocol": protocol, "note": result.note}
+            "evaluable": result.evaluable, "edge_folds": result.edge_folds, "protocol": protocol,
+            "note": result.note}
 
 
 def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task: TaskSpec, *,

@@ -35,7 +35,7 @@ from anatcl_core.methods import BASELINES, RELEASED_METHODS, method_ids, release
 from anatcl_core.pretrain import PretrainConfig, pretrain
 from anatcl_core.released import released_path
 from anatcl_core.embed import EmbeddingCache
-from anatcl_core.evaluation import evaluate_tasks
+from anatcl_core.evaluation import RESULT_COLUMNS, evaluate_tasks
 from anatcl_core.tasks import TaskSpec, tasks_for
 
 COHORT_NAMES = ("openbhb", "adni", "oasis3", "schizconnect", "abide1")
@@ -188,16 +188,18 @@ def table_results(data_root: str | Path, output_dir: str | Path, table: int, met
 
     Beside the CSV, `<table>.settings.json` records how it was probed (seed, n_splits, the probe options such as
     protocol and small_class_repeats). With `reuse=True` a saved file that holds every one of `methods` at
-    `fold` and was probed with the same settings is read instead of probing again (the summary chapter reads
-    what chapters 5-8 wrote); otherwise the probes run (cached embeddings make that seconds to minutes) and
-    both files are replaced atomically.
+    `fold`, was probed with the same settings and has today's columns (`evaluation.RESULT_COLUMNS`) is read
+    instead of probing again (the summary chapter reads what chapters 5-8 wrote); otherwise the probes run
+    (cached embeddings make that seconds to minutes) and both files are replaced atomically.
     """
     path = results_path(output_dir, table)
     settings = json.dumps({"seed": seed, "n_splits": n_splits, **probe_options}, sort_keys=True, default=str)
     recorded = path.with_suffix(".settings.json")
     if reuse and path.exists() and recorded.exists() and recorded.read_text().strip() == settings:
         saved = pd.read_csv(path)
-        if set(methods) <= set(saved["method"]) and set(saved["fold"]) == {fold}:
+        # a table with other columns was written by another version of the probe: probe again
+        if (tuple(saved.columns) == RESULT_COLUMNS and set(methods) <= set(saved["method"])
+                and set(saved["fold"]) == {fold}):
             return saved[saved["method"].isin(methods)].reset_index(drop=True)
     results = evaluate_methods(data_root, output_dir, tasks_for(table), methods, fold, seed, n_splits,
                                progress=progress, released_home=released_home, **probe_options)

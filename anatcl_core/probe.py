@@ -45,7 +45,8 @@ class ProbeResult:
     """Scores of one probe: one per outer test fold (all repeats), in % (balanced accuracy) or target units (MAE).
 
     `best_params` holds the C or alpha the inner search chose for each outer fold; `class_counts` the
-    subjects per class (empty for regression); `note` says how the folds were set up and why.
+    subjects per class (empty for regression); `note` says how the folds were set up and why; `edge_folds`
+    counts the outer folds whose C or alpha is at an end of its grid (the grid may be too narrow).
     """
 
     metric: str
@@ -57,6 +58,7 @@ class ProbeResult:
     best_params: tuple[float, ...] = ()
     note: str = ""
     evaluable: bool = True
+    edge_folds: int = 0
 
     @property
     def mean(self) -> float:
@@ -260,7 +262,17 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     if one_class_folds:
         notes.append(f"{one_class_folds} test fold(s) held a single class and were not scored")
     return ProbeResult(metric, tuple(scores), len(y), plan.n_splits, plan.n_repeats, counts, tuple(params),
-                       "; ".join(notes))
+                       "; ".join(notes), edge_folds=grid_edge_folds(params, grid, kind, protocol))
+
+
+def grid_edge_folds(params: Sequence[float], grid: Sequence[float] | None, kind: str,
+                    protocol: str | ProbeProtocol = "ours") -> int:
+    """How many of the chosen values `params` (one per outer fold, NaN where none was searched) sit at an end
+    of the grid searched (`grid`, or the protocol's for `kind`); 0 for grids of one or two values."""
+    values = np.asarray(get_protocol(protocol).grid(kind) if grid is None else grid)
+    if len(values) <= 2:
+        return 0
+    return int(np.isin(np.asarray(params, dtype=np.float64), [values.min(), values.max()]).sum())
 
 
 def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, inner_splits: int,
@@ -274,7 +286,7 @@ def search_notes(params: list[float], grid: Sequence[float] | None, kind: str, i
     unsearched = int(np.isnan(chosen).sum())
     if unsearched:
         notes.append(f"{unsearched} fold(s) too small for an inner split: fixed {name}")
-    at_edge = int(np.isin(chosen, [values.min(), values.max()]).sum())
-    if at_edge and len(values) > 2:
+    at_edge = grid_edge_folds(params, grid, kind, protocol)
+    if at_edge:
         notes.append(f"{name} at the grid edge in {at_edge}/{len(chosen)} folds")
     return notes

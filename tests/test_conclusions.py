@@ -67,8 +67,10 @@ def test_the_anatomy_free_scores_are_checked_against_chance():
 def test_probe_notes_keep_the_warnings_pool_the_edge_counts_and_drop_the_routine():
     from anatcl_core.conclusions import notes_markdown
     note = "C by inner 3-fold CV over 7 values; C at the grid edge in {}/5 folds"
-    rows = [{**result_row("yaware", "adni/ad-vs-hc", "cv", 60.0, 2.0), "note": note.format(2)},
-            {**result_row("simclr", "adni/ad-vs-hc", "cv", 58.0, 2.0), "note": note.format(3)},
+    rows = [{**result_row("yaware", "adni/ad-vs-hc", "cv", 60.0, 2.0), "note": note.format(2), "edge_folds": 2,
+             "n_scored": 5},
+            {**result_row("simclr", "adni/ad-vs-hc", "cv", 58.0, 2.0), "note": note.format(3), "edge_folds": 3,
+             "n_scored": 5},
             {**result_row("yaware", "abide1/pdd-nos", "cv", 50.0, 1.0),
              "note": "smallest class has 7 subjects, fewer than 2 per test fold: 3 repeats; C by inner 3-fold CV "
                      "over 7 values"},
@@ -78,8 +80,11 @@ def test_probe_notes_keep_the_warnings_pool_the_edge_counts_and_drop_the_routine
     assert "**adni/ad-vs-hc**: C at the edge of its grid in 5 of 10 folds" in text
     assert "**abide1/pdd-nos**: smallest class has 7 subjects" in text
     assert "openbhb/age" not in text and "by inner" not in text
-    quiet = [{**r, "note": "C by inner 3-fold CV over 7 values"} for r in rows]
+    assert "grid edge in" not in text                                  # the count replaces the note's words
+    quiet = [{**r, "note": "C by inner 3-fold CV over 7 values", "edge_folds": 0} for r in rows]
     assert notes_markdown(frame(quiet)).startswith("No probe needed a warning")
+    ridge = [{**result_row("yaware", "abide1/fiq", "cv", 12.0, 1.0), "edge_folds": 1, "n_scored": 5}]
+    assert "**abide1/fiq**: alpha at the edge of its grid in 1 of 5 folds" in notes_markdown(frame(ridge))
 
 
 def test_panel_grid_keeps_three_panels_a_row_and_exactly_the_panels_asked_for():

@@ -24,7 +24,7 @@ from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.methods import METHOD_LABELS
-from anatcl_core.probe import cross_validate_probe, score
+from anatcl_core.probe import C_GRID, cross_validate_probe, score
 from anatcl_core.probe_folds import cv_splits
 from anatcl_core.probe_search import REFERENCE_SOLVER
 from anatcl_core.report import paper_table, summarise
@@ -262,10 +262,11 @@ def test_table6_reproduces_the_papers_markdown():
 
 
 def fake_results(scores: dict[tuple[str, int, str], float]) -> pd.DataFrame:
-    """An evaluate_tasks-shaped frame with the given scores (std 1.0) for cross-validated tasks."""
+    """An evaluate_tasks-shaped frame (every RESULT_COLUMNS, blank where not given) with the given scores
+    (std 1.0) for cross-validated tasks."""
     rows = [{"method": m, "fold": f, "task": t, "metric": TASKS[t].metric, "evaluation": "cv", "score": s,
              "std": 1.0, "evaluable": True} for (m, f, t), s in scores.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(evaluation.RESULT_COLUMNS))
 
 
 def test_paper_table_puts_ours_beside_the_paper_with_the_difference():
@@ -433,6 +434,22 @@ def test_a_saved_table_is_reused_only_for_the_same_probe_settings(tmp_path, monk
     assert len(calls) == 2 and other["score"].tolist() != first["score"].tolist()
     experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
     assert len(calls) == 3
+    # a table another version wrote (other columns) under the same settings is probed again, not read
+    path = experiments.results_path(tmp_path, 3)
+    pd.read_csv(path).drop(columns="edge_folds").to_csv(path, index=False)
+    experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
+    assert len(calls) == 4
+
+
+def test_edge_folds_counts_the_folds_whose_penalty_is_at_an_end_of_the_grid():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 8)), rng.integers(0, 2, 60)
+    result = cross_validate_probe(X, y, "classification", seed=1)
+    grid = np.asarray(C_GRID)
+    assert result.edge_folds == int(np.isin(result.best_params, [grid.min(), grid.max()]).sum())
+    assert result.edge_folds > 0                                 # no signal: the strongest penalty wins
+    assert f"C at the grid edge in {result.edge_folds}/5 folds" in result.note
+    assert cross_validate_probe(X, y, "classification", grid=(0.1, 1.0), seed=1).edge_folds == 0
 
 
 @pytest.mark.parametrize("protocol", ["ours", "paper"])

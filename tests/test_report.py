@@ -25,8 +25,8 @@ def result_row(method: str, task: str, evaluation: str, score: float, std: float
     spec = TASKS[task]
     return {"method": method, "fold": 0, "task": task, "cohort": spec.cohort, "table": spec.table,
             "metric": spec.metric, "evaluation": evaluation, "score": score, "std": std, "n_scored": 3, "n": 40,
-            "n_splits": 3, "n_repeats": 1, "class_counts": "", "evaluable": evaluable, "protocol": "ours",
-            "note": note}
+            "n_splits": 3, "n_repeats": 1, "class_counts": "", "evaluable": evaluable, "edge_folds": 0,
+            "protocol": "ours", "note": note}
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
