@@ -254,25 +254,45 @@ def prediction_markdown(paired: pd.DataFrame, methods=("anatcl-local", "anatcl-g
 
 
 def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
-    """What else the run says, written from it: how far the encoders sit below the Desikan table, how each
-    world moves the table itself, and the verdicts of the methods beyond the paper against y-Aware."""
+    """What else the run says, written from it: whether the aligned world hides the diagnoses from every method,
+    how far the encoders sit below the Desikan table, how each world moves the table itself, and the verdicts
+    of the methods beyond the paper against y-Aware."""
     means = scores.groupby(["world", "task", "method"])["score"].mean()
-    lines = []
+    worlds = list(dict.fromkeys(scores["world"]))
+    lead, lines, gaps = [], [], []
     for task in DIAGNOSES:
         name = f"{TASKS[task].group} {TASKS[task].label}"
-        by_world = {w: means[w][task] for w in dict.fromkeys(scores["world"]) if task in means[w]}
+        by_world = {w: means[w][task] for w in worlds if task in means[w]}
         table = {w: m["desikan-table"] for w, m in by_world.items() if "desikan-table" in m}
         best = {w: m.drop("desikan-table", errors="ignore").max() for w, m in by_world.items()}
+        gaps += [(w, table[w] - best[w]) for w in table]
         if table:
             lines.append(f"- {name}: the Desikan table itself scores "
                          + ", ".join(f"{table[w]:.1f} % in the {w} world" for w in table)
                          + "; the best encoder " + ", ".join(f"{best[w]:.1f} %" for w in table) + ".")
+    if {"aligned", "orthogonal"} <= set(worlds):
+        pairs = [(means["aligned"][t][m], means["orthogonal"][t][m]) for t in DIAGNOSES
+                 if t in means["aligned"] and t in means["orthogonal"]
+                 for m in means["aligned"][t].index.intersection(means["orthogonal"][t].index)]
+        lower = sum(a < o for a, o in pairs)
+        lead.append("In the aligned world, where healthy people already vary along the disease axes, every "
+                    "diagnosis is harder to see for every method, the Desikan table included." if lower == len(pairs)
+                    else f"In the aligned world {lower} of {len(pairs)} (diagnosis, method) scores are lower than "
+                         "in the orthogonal world.")
+    if gaps and min(g for _, g in gaps) > 0:
+        ranges = {w: [g for v, g in gaps if v == w] for w in dict.fromkeys(w for w, _ in gaps)}
+        lead.append("The best encoder sits below the Desikan table on every diagnosis: "
+                    + ", ".join(f"by {min(r):.1f} to {max(r):.1f} points in the {w} world" for w, r in ranges.items())
+                    + ".")
+    elif gaps:
+        lead.append(f"The best encoder reaches the Desikan table in {sum(g <= 0 for _, g in gaps)} of {len(gaps)} "
+                    "(diagnosis, world) cells.")
     extension = verdicts(paired[paired["method"].isin(EXTENSIONS)])
     for method, rows in extension.groupby("method", sort=False):
         said = "; ".join(f"{TASKS[r.task].group} {TASKS[r.task].label}, {r.world}: {r.difference:+.1f} "
                          f"[{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" for r in rows.itertuples())
         lines.append(f"- {label_of(method)} against y-Aware: {said}.")
-    return "\n".join(lines)
+    return "\n\n".join([*lead, "\n".join(lines)] if lines else lead)
 
 
 DIFFERENCE_WORDS = {"balanced_accuracy": "balanced accuracy minus y-Aware's\n(% points; above 0: better)",

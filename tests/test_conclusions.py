@@ -141,3 +141,11 @@ def test_the_reading_of_the_anatomy_run_comes_from_its_rows():
     assert "91.0 % in the orthogonal world, 69.0 % in the aligned world; the best encoder 73.0 %, 62.0 %" in text
     assert "AnatCL-RBF (extension) against y-Aware" in text and "-6.0 [-9.0, -3.0], worse" in text
     assert "AnatCL-L3" not in text            # the paper's methods are judged by prediction_markdown
+    assert "harder to see for every method, the Desikan table included" in text
+    assert ("The best encoder sits below the Desikan table on every diagnosis: by 18.0 to 18.0 points in the "
+            "orthogonal world, by 7.0 to 7.0 points in the aligned world.") in text
+    mixed = scores.assign(score=np.where((scores["world"] == "aligned") & (scores["method"] == "simclr"), 95.0,
+                                         scores["score"]))
+    text = reading_markdown(mixed, paired)
+    assert "In the aligned world 2 of 3 (diagnosis, method) scores are lower" in text
+    assert "The best encoder reaches the Desikan table in 1 of 2 (diagnosis, world) cells" in text
