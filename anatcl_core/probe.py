@@ -111,6 +111,14 @@ def make_probe(kind: str, grid: Sequence[float] | None = None, cv: Any = 3, n_jo
     return GridSearchCV(pipeline, {name: list(grid)}, scoring=scoring, cv=cv, n_jobs=n_jobs, error_score="raise")
 
 
+def _require_finite(X: np.ndarray) -> None:
+    """ValueError naming the rows of X [n, d] that hold NaN or inf: no probe can be fitted on them."""
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        raise ValueError(f"features: {len(bad)} row(s) hold NaN or inf (rows {bad[:5].tolist()}"
+                         f"{', ...' if len(bad) > 5 else ''}); the probe needs finite features")
+
+
 def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | None = None,
               grid: Sequence[float] | None = None, inner_splits: int | None = None, seed: int = 0,
               n_jobs: int | None = None, protocol: str | ProbeProtocol = "ours", grid_search: bool = False,
@@ -126,6 +134,7 @@ def fit_probe(X: np.ndarray, y: np.ndarray, kind: str, *, groups: np.ndarray | N
     """
     protocol = get_protocol(protocol)
     X = np.asarray(X, dtype=np.float64)
+    _require_finite(X)
     exact = kind == "classification" and exact_logistic(protocol, y)
     if exact and not grid_search:
         return fit_probes(X, y, kind, [np.arange(len(y))], groups=groups, seeds=[seed], grid=grid,
@@ -240,6 +249,7 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     inner_splits = protocol.inner_splits if inner_splits is None else inner_splits
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"expected X [n, d] and y [n]; got {list(X.shape)} and {list(y.shape)}")
+    _require_finite(X)
     if groups is not None:
         groups = np.asarray(groups)
     metric = metric_for(kind)

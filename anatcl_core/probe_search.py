@@ -35,8 +35,6 @@ from anatcl_core.probe_folds import Splits
 from anatcl_core.probe_protocol import ProbeProtocol
 
 
-
-
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean over the classes of y_true [n] of the fraction of their rows that y_pred [n] gets right: scikit-learn's
     `balanced_accuracy_score` (same divisions, same order), without its input checks."""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core.feature_files import write_features
+from anatcl_core.feature_files import read_features, write_features
 from anatcl_core.feature_probe import guess_kind, probe_feature_file
 
 
@@ -126,3 +126,17 @@ def test_a_file_that_is_not_a_feature_file_is_named_in_one_line(tmp_path, capsys
         assert main(["probe", "--features", str(given), "--labels", str(labels), "--target", "group"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and str(given) in err, err
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".npy"])
+def test_features_with_nan_or_inf_are_refused_naming_the_subjects(tmp_path, capsys, suffix):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    ids, X = read_features(features)
+    X[[4, 9]] = np.nan
+    X[11, 0] = np.inf
+    bad = write_features(tmp_path / f"bad{suffix}", ids, X)[0]
+    assert main(["probe", "--features", str(bad), "--labels", str(labels), "--target", "group"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err, err
+    assert f"3 subject(s) have NaN or inf features ({ids[4]}, {ids[9]}, {ids[11]})" in err

@@ -24,7 +24,7 @@ from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
 from anatcl_core.feature_study import TABLE6_MEASURES, age_from_measures, feature_table
 from anatcl_core.methods import METHOD_LABELS
-from anatcl_core.probe import C_GRID, cross_validate_probe, score
+from anatcl_core.probe import C_GRID, cross_validate_probe, fit_probe, score
 from anatcl_core.probe_folds import cv_splits
 from anatcl_core.probe_search import REFERENCE_SOLVER
 from anatcl_core.report import paper_table, summarise
@@ -477,3 +477,14 @@ def test_the_ridge_path_is_sklearns_ridge_for_every_alpha():
         alphas = [1e-3, 0.1, 10.0, 1e4]
         expected = [Ridge(alpha=a).fit(Z, y).predict(new) for a in alphas]
         np.testing.assert_allclose(ridge_path(Z, y, new, alphas), expected, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_features_are_refused_with_the_rows_named(bad):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
+    X[[3, 17], 1] = bad
+    with pytest.raises(ValueError, match=r"features: 2 row\(s\) hold NaN or inf \(rows \[3, 17\]\)"):
+        cross_validate_probe(X, y, "classification")
+    with pytest.raises(ValueError, match="hold NaN or inf"):
+        fit_probe(X, y, "regression")
