@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
 from anatcl_core.methods import method_in_name
@@ -123,22 +124,25 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
 
 def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
                    cohorts: Mapping[str, pd.DataFrame], tasks: Iterable[TaskSpec | str] | None = None, *,
-                   groups_column: str | None = None, **probe_options: Any) -> pd.DataFrame:
+                   groups_column: str | None = None, workers: int = 1, **probe_options: Any) -> pd.DataFrame:
     """Every (method, fold) embedding set x every task -> one tidy DataFrame (columns RESULT_COLUMNS).
 
     embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
-    tasks: specs or ids (None: all 22); probe_options: passed to `cross_validate_probe` (n_splits, seed, ...).
-    One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
+    tasks: specs or ids (None: all 22); workers: processes probing (method, fold, task) jobs side by side, each
+    on one BLAS thread (the same rows whatever the number); probe_options: passed to `cross_validate_probe`
+    (n_splits, seed, ...). One row per (method, fold, task, evaluation), including not-evaluable ones with the
+    reason in `note`.
     """
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
     protocol = get_protocol(probe_options.get("protocol", "ours")).name
+    jobs = [(method, fold, task) for (method, fold) in embeddings for task in specs]
+    calls = (delayed(evaluate_task)(embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort), task,
+                                    groups_column=groups_column, **probe_options) for method, fold, task in jobs)
+    done = Parallel(n_jobs=workers, return_as="generator")(calls) if workers > 1 else (f(*a, **k) for f, a, k in calls)
     rows = []
-    for (method, fold), by_cohort in embeddings.items():
-        for task in specs:
-            log.info("probe %s fold %s: %s", method, fold, task.id)
-            results = evaluate_task(by_cohort.get(task.cohort), cohorts.get(task.cohort), task,
-                                    groups_column=groups_column, **probe_options)
-            rows.extend(_row(method, fold, task, name, result, protocol) for name, result in results.items())
+    for (method, fold, task), results in zip(jobs, done):
+        log.info("probed %s fold %s: %s", method, fold, task.id)
+        rows.extend(_row(method, fold, task, name, result, protocol) for name, result in results.items())
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -196,6 +200,8 @@ def add_arguments(parser: Any) -> None:
                                                                      for p in PROTOCOLS.values()))
     parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
+    parser.add_argument("--workers", type=int_at_least(1), default=1,
+                        help="processes probing tasks side by side (the same results whatever the number)")
 
 
 _FEATURE_FLAGS = ("labels", "target", "kind", "groups")
@@ -273,7 +279,7 @@ def run(args: Any) -> int:
     for (method, fold), path in named.items():
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
-                             n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
+                             workers=args.workers, n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
     write_atomic(args.out, lambda f: results.to_csv(f, index=False))
     shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

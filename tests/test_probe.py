@@ -488,3 +488,15 @@ def test_non_finite_features_are_refused_with_the_rows_named(bad):
         cross_validate_probe(X, y, "classification")
     with pytest.raises(ValueError, match="hold NaN or inf"):
         fit_probe(X, y, "regression")
+
+
+def test_workers_probe_side_by_side_and_give_the_same_rows():
+    rng = np.random.default_rng(2)
+    cohort = pd.DataFrame({"participant_id": [f"s{i}" for i in range(60)], "diagnosis": ["control"] * 30 + ["ad"] * 30,
+                           "age": rng.uniform(60, 80, 60), "sex": rng.integers(0, 2, 60)})
+    embeddings = {(m, 0): {"adni": rng.normal(size=(60, 6))} for m in ("simclr", "yaware")}
+    alone = evaluation.evaluate_tasks(embeddings, {"adni": cohort}, ["adni/ad-vs-hc"], small_class_repeats=1)
+    together = evaluation.evaluate_tasks(embeddings, {"adni": cohort}, ["adni/ad-vs-hc"], small_class_repeats=1,
+                                         workers=2)
+    pd.testing.assert_frame_equal(alone, together)
+    assert list(alone["method"]) == ["simclr", "yaware"] and alone["evaluable"].all()
