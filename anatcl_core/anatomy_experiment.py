@@ -265,27 +265,29 @@ def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
         by_world = {w: means[w][task] for w in worlds if task in means[w]}
         table = {w: m["desikan-table"] for w, m in by_world.items() if "desikan-table" in m}
         best = {w: m.drop("desikan-table", errors="ignore").max() for w, m in by_world.items()}
-        gaps += [(w, table[w] - best[w]) for w in table]
+        gaps += [(task, w, table[w] - best[w]) for w in table]
         if table:
             lines.append(f"- {name}: the Desikan table itself scores "
                          + ", ".join(f"{table[w]:.1f} % in the {w} world" for w in table)
                          + "; the best encoder " + ", ".join(f"{best[w]:.1f} %" for w in table) + ".")
     if {"aligned", "orthogonal"} <= set(worlds):
-        pairs = [(means["aligned"][t][m], means["orthogonal"][t][m]) for t in DIAGNOSES
-                 if t in means["aligned"] and t in means["orthogonal"]
+        both = [t for t in DIAGNOSES if t in means["aligned"] and t in means["orthogonal"]]
+        pairs = [(m, means["aligned"][t][m] < means["orthogonal"][t][m]) for t in both
                  for m in means["aligned"][t].index.intersection(means["orthogonal"][t].index)]
-        lower = sum(a < o for a, o in pairs)
-        lead.append("In the aligned world, where healthy people already vary along the disease axes, every "
-                    "diagnosis is harder to see for every method, the Desikan table included." if lower == len(pairs)
-                    else f"In the aligned world {lower} of {len(pairs)} (diagnosis, method) scores are lower than "
-                         "in the orthogonal world.")
-    if gaps and min(g for _, g in gaps) > 0:
-        ranges = {w: [g for v, g in gaps if v == w] for w in dict.fromkeys(w for w, _ in gaps)}
-        lead.append("The best encoder sits below the Desikan table on every diagnosis: "
+        if pairs and all(lower for _, lower in pairs):
+            table_too = ", the Desikan table included" if any(m == "desikan-table" for m, _ in pairs) else ""
+            lead.append(f"In the aligned world, where healthy people already vary along the disease axes, "
+                        f"{_names(both)} {'is' if len(both) == 1 else 'are'} harder to see for every method{table_too}.")
+        elif pairs:
+            lead.append(f"In the aligned world {sum(lower for _, lower in pairs)} of {len(pairs)} (diagnosis, "
+                        "method) scores are lower than in the orthogonal world.")
+    if gaps and min(g for _, _, g in gaps) > 0:
+        ranges = {w: [g for _, v, g in gaps if v == w] for w in dict.fromkeys(w for _, w, _ in gaps)}
+        lead.append(f"The best encoder sits below the Desikan table on {_names(dict.fromkeys(t for t, _, _ in gaps))}: "
                     + ", ".join(f"by {min(r):.1f} to {max(r):.1f} points in the {w} world" for w, r in ranges.items())
                     + ".")
     elif gaps:
-        lead.append(f"The best encoder reaches the Desikan table in {sum(g <= 0 for _, g in gaps)} of {len(gaps)} "
+        lead.append(f"The best encoder reaches the Desikan table in {sum(g <= 0 for _, _, g in gaps)} of {len(gaps)} "
                     "(diagnosis, world) cells.")
     extension = verdicts(paired[paired["method"].isin(EXTENSIONS)])
     for method, rows in extension.groupby("method", sort=False):
@@ -293,6 +295,12 @@ def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
                          f"[{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" for r in rows.itertuples())
         lines.append(f"- {label_of(method)} against y-Aware: {said}.")
     return "\n\n".join([*lead, "\n".join(lines)] if lines else lead)
+
+
+def _names(tasks) -> str:
+    """'ADNI HC vs AD and SchizConnect SCZ. (Broad)' for task ids."""
+    names = [f"{TASKS[t].group} {TASKS[t].label}" for t in tasks]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 DIFFERENCE_WORDS = {"balanced_accuracy": "balanced accuracy minus y-Aware's\n(% points; above 0: better)",

@@ -118,8 +118,8 @@ def anatomy_free_markdown(results: pd.DataFrame, tasks: Iterable[TaskSpec | str]
             "miss by chance alone; more than that would point at a leak.")
 
 
-#: Parts of a probe's note that say how the search ran, or that `edge_folds` already counts: not warnings.
-_ROUTINE = ("by inner", "fit on ", "fixed C", "fixed alpha", "at the grid edge")
+#: Parts of a probe's note that say how the search ran: not warnings.
+_ROUTINE = ("by inner", "fit on ", "fixed C", "fixed alpha")
 
 
 def notes_markdown(results: pd.DataFrame) -> str:
@@ -127,14 +127,16 @@ def notes_markdown(results: pd.DataFrame) -> str:
     edge of the grid (the rows' `edge_folds` over their `n_scored` folds), folds reduced or repeated for small
     classes, tasks not scored. The routine parts (how the penalty was searched) are left out; the full notes
     stay in the results."""
+    counted = "edge_folds" in results              # results saved before the column keep the notes' own words
+    routine = _ROUTINE + (("at the grid edge",) if counted else ())
     lines = []
     for task, rows in results.groupby("task", sort=False):
         other = []
         for note in rows["note"].fillna(""):
             for part in filter(None, (p.strip() for p in note.split(";"))):
-                if not any(r in part for r in _ROUTINE) and part not in other:
+                if not any(r in part for r in routine) and part not in other:
                     other.append(part)
-        edge = int(rows["edge_folds"].sum())
+        edge = int(rows["edge_folds"].sum()) if counted else 0
         if edge:
             name = "C" if (rows["metric"] == "balanced_accuracy").all() else "alpha"
             other.insert(0, f"{name} at the edge of its grid in {edge} of {int(rows['n_scored'].sum())} folds "

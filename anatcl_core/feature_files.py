@@ -117,7 +117,7 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         if features.ndim != 2 or len(features) != len(ids):
             raise ValueError(f"{path}: array of shape {list(features.shape)} for {len(ids)} ids in {sidecar}; "
                              "expected [subjects, features], one row per id")
-        return _finite(path, ids, features.astype(np.float32, copy=False))
+        return ids, features.astype(np.float32, copy=False)
     if path.suffix == ".parquet":
         table = pd.read_parquet(path)
     elif path.suffix in (".tsv", ".csv"):
@@ -132,13 +132,4 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         found = f"column(s) {text[:3]} hold text" if text else "no feature columns"
         raise ValueError(f"{path}: {found}; expected {ID_COLUMN} then one numeric column per feature (the file "
                          "anatcl embed writes; a participants table goes to --labels)")
-    return _finite(path, table[ID_COLUMN].astype(str).tolist(), table[columns].to_numpy(dtype=np.float32))
-
-
-def _finite(path: Path, ids: list[str], features: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(ids, features [N, D]) as given, or ValueError naming the subjects whose features hold NaN or inf."""
-    bad = [i for i, ok in zip(ids, np.isfinite(features).all(axis=1)) if not ok]
-    if bad:
-        raise ValueError(f"{path}: {len(bad)} subject(s) have NaN or inf features ({', '.join(bad[:3])}"
-                         f"{', ...' if len(bad) > 3 else ''}); expected finite numbers (drop or re-extract them)")
-    return ids, features
+    return table[ID_COLUMN].astype(str).tolist(), table[columns].to_numpy(dtype=np.float32)

@@ -52,7 +52,8 @@ def join_labels(ids: list[str], features: np.ndarray, labels: pd.DataFrame, targ
                 groups: str | None = None, where: str = "labels") -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                                                                           str, list[str]]:
     """Rows of `features` [N, D] whose id has a value of `target` -> (X [n, D], y [n], groups [n] or None, kind,
-    notes). Class labels are encoded 0..K-1 in sorted order; the notes say what was dropped and why."""
+    notes). Class labels are encoded 0..K-1 in sorted order; the notes say what was dropped and why. Subjects
+    without a label may have any features; a labelled one with NaN or inf is a ValueError naming it."""
     for column in [target] + ([groups] if groups else []):
         if column not in labels.columns:
             raise ValueError(f"{where}: no column {column!r}; the columns are {list(labels.columns)}")
@@ -75,6 +76,11 @@ def join_labels(ids: list[str], features: np.ndarray, labels: pd.DataFrame, targ
         raise ValueError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     position = {subject: row for row, subject in enumerate(ids)}
     rows = np.array([position[i] for i in known], dtype=np.int64)[present]
+    bad = [ids[r] for r in rows[~np.isfinite(features[rows]).all(axis=1)]]
+    if bad:
+        raise ValueError(f"features: {len(bad)} labelled subject(s) have NaN or inf features ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}; inf also stands for values beyond float32's range); "
+                         "expected finite numbers (drop or re-extract them)")
     y = values[present]
     if kind == "regression":
         y = pd.to_numeric(y, errors="coerce")

@@ -242,7 +242,7 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
         group) give ``evaluable=False``, no scores, and the reason in ``note``.
 
     Raises:
-        ValueError: X is not 2-D, or X and y differ in length.
+        ValueError: X is not 2-D, X and y differ in length, or a row of X holds NaN or inf.
     """
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)     # float64 for every fit, searched or final
     protocol = get_protocol(protocol)

@@ -35,7 +35,9 @@ class ProbeProtocol:
     regression_scoring: str            # scikit-learn scorer of the ridge search
     solver: str                        # LogisticRegression's solver, for the fits not solved exactly
     max_iter: int
-    exact: bool                        # two-class logistic regressions solved to their optimum (logistic_path)
+    # two-class logistic regressions solved to their optimum (logistic_path), whatever solver and max_iter say;
+    # a protocol derived from "ours" with another solver needs exact=False for that solver to run
+    exact: bool = False
 
     def grid(self, kind: str) -> tuple[float, ...]:
         """The values searched for `kind`: C (classification) or alpha (regression)."""

@@ -39,6 +39,9 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean over the classes of y_true [n] of the fraction of their rows that y_pred [n] gets right: scikit-learn's
     `balanced_accuracy_score` (same divisions, same order), without its input checks."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape or not len(y_true):
+        raise ValueError(f"balanced accuracy: expected two label vectors of one length, got shapes "
+                         f"{list(y_true.shape)} and {list(y_pred.shape)}")
     return float(np.mean([np.sum(y_pred[y_true == c] == c) / np.sum(y_true == c) for c in np.unique(y_true)]))
 
 
@@ -53,10 +56,11 @@ BATCH_BYTES = 64 * 2 ** 20
 
 
 def fit_scaler(X: np.ndarray) -> StandardScaler:
-    """`StandardScaler().fit(X)` for float64 X [n, d], without scikit-learn's input checks (a probe fits
+    """`StandardScaler().fit(X)` for X [n, d], in float64, without scikit-learn's input checks (a probe fits
     hundreds): column means and population variances, and scale 1 for the columns scikit-learn treats as
     constant (variance within the rounding bound of its two-pass algorithm). Equal to scikit-learn's to rounding.
     """
+    X = np.asarray(X, dtype=np.float64)
     n = len(X)
     mean = X.sum(axis=0) / n
     centred = X - mean

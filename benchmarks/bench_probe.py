@@ -155,10 +155,11 @@ def floor(cohorts: dict[str, pd.DataFrame], method: str, seed: int, checkpoints:
     """The least the exact probe's linear algebra costs, one checkpoint, timed on this machine (1 BLAS thread).
 
     The problems are recorded from a real run of the 22 tasks on random embeddings (each logistic training set
-    and its number of C values, each ridge inner fold). The floor counts, per logistic problem, its kernel Z Z^T formed once and one
-    Cholesky factor per C (or, where `logistic_path` works in feature space, one Gram Z^T W Z and one d x d
-    factor per C), and per ridge inner fold its Gram and one factor per alpha. Nothing else: no Newton
-    iteration beyond one factor per C, no triangular solve, no scaler, no final ridge fit, no Python.
+    and its number of C values, each ridge inner fold). The floor counts, per logistic problem, its kernel Z Z^T
+    (or, where `logistic_path` works in feature space, its Gram Z^T W Z) formed once and one Cholesky factor per
+    C, and per ridge inner fold its Gram and one factor per alpha. Nothing else: no Newton iteration beyond one
+    factor per C, no new curvature, no triangular solve, no scaler, no final ridge fit, no Python. Each part is
+    the CPU time of its fastest repetition, on one BLAS thread.
     """
     logistic, ridge = [], []
     solve, path = probe_search._solve, probe_search.ridge_path
@@ -182,8 +183,7 @@ def floor(cohorts: dict[str, pd.DataFrame], method: str, seed: int, checkpoints:
         kernels = sum(count * _seconds_gram(n, d, kernel=_kernel_side(n, d)) for n, count in
                       Counter(n for n, _ in logistic).items())
         pairs = Counter(n for n, k in logistic for _ in range(k))
-        factors, single = (sum(count * (_seconds_cholesky(n, single) if _kernel_side(n, d) else
-                                        _seconds_cholesky(d, single) + _seconds_gram(n, d, kernel=False))
+        factors, single = (sum(count * _seconds_cholesky(n if _kernel_side(n, d) else d, single)
                                for n, count in pairs.items()) for single in (False, True))
         ridge_s = sum(_seconds_gram(n, d, kernel=n < d) + k * _seconds_cholesky(min(n, d)) for n, k in ridge)
     total = kernels + factors + ridge_s
@@ -202,27 +202,27 @@ def _kernel_side(n: int, d: int) -> bool:
 
 
 def _seconds_gram(n: int, d: int, kernel: bool, repeats: int = 5) -> float:
-    """Fastest of `repeats` float64 products Z Z^T [n, n] (kernel) or Z^T Z [d, d], Z [n, d]."""
+    """Fastest of `repeats` float64 products Z Z^T [n, n] (kernel) or Z^T Z [d, d], Z [n, d], in CPU seconds."""
     Z = np.random.default_rng(0).standard_normal((n, d))
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         _ = Z @ Z.T if kernel else Z.T @ Z
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
 @functools.lru_cache(maxsize=None)
 def _seconds_cholesky(m: int, single: bool = False, repeats: int = 5) -> float:
-    """Fastest of `repeats` LAPACK Cholesky factorisations of an m x m positive definite matrix: float64
-    (dpotrf), or float32 (spotrf) with `single`."""
+    """Fastest of `repeats` LAPACK Cholesky factorisations of an m x m positive definite matrix, in CPU seconds:
+    float64 (dpotrf), or float32 (spotrf) with `single`."""
     Z = np.random.default_rng(0).standard_normal((m, EMBED_DIM))
     A, times = (Z @ Z.T / EMBED_DIM + np.eye(m)).astype(np.float32 if single else np.float64), []
     for _ in range(repeats):
         B = A.copy()
-        start = time.perf_counter()
+        start = time.process_time()
         (spotrf if single else dpotrf)(B.T, lower=0, overwrite_a=1, clean=0)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 

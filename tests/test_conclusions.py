@@ -83,6 +83,8 @@ def test_probe_notes_keep_the_warnings_pool_the_edge_counts_and_drop_the_routine
     assert "grid edge in" not in text                                  # the count replaces the note's words
     quiet = [{**r, "note": "C by inner 3-fold CV over 7 values", "edge_folds": 0} for r in rows]
     assert notes_markdown(frame(quiet)).startswith("No probe needed a warning")
+    saved_before = notes_markdown(frame(rows).drop(columns="edge_folds"))    # results from before the column
+    assert "**adni/ad-vs-hc**: C at the grid edge in 2/5 folds; C at the grid edge in 3/5 folds" in saved_before
     ridge = [{**result_row("yaware", "abide1/fiq", "cv", 12.0, 1.0), "edge_folds": 1, "n_scored": 5}]
     assert "**abide1/fiq**: alpha at the edge of its grid in 1 of 5 folds" in notes_markdown(frame(ridge))
 
@@ -141,9 +143,13 @@ def test_the_reading_of_the_anatomy_run_comes_from_its_rows():
     assert "91.0 % in the orthogonal world, 69.0 % in the aligned world; the best encoder 73.0 %, 62.0 %" in text
     assert "AnatCL-RBF (extension) against y-Aware" in text and "-6.0 [-9.0, -3.0], worse" in text
     assert "AnatCL-L3" not in text            # the paper's methods are judged by prediction_markdown
-    assert "harder to see for every method, the Desikan table included" in text
-    assert ("The best encoder sits below the Desikan table on every diagnosis: by 18.0 to 18.0 points in the "
+    assert "ADNI HC vs AD is harder to see for every method, the Desikan table included" in text
+    assert ("The best encoder sits below the Desikan table on ADNI HC vs AD: by 18.0 to 18.0 points in the "
             "orthogonal world, by 7.0 to 7.0 points in the aligned world.") in text
+    encoders = reading_markdown(scores[scores["method"] != "desikan-table"], paired)
+    assert "harder to see for every method." in encoders and "Desikan" not in encoders
+    assert "harder to see" not in reading_markdown(scores[scores["world"] == "aligned"], paired)
+    assert reading_markdown(scores.assign(task="openbhb/age"), paired.iloc[:0]) == ""
     mixed = scores.assign(score=np.where((scores["world"] == "aligned") & (scores["method"] == "simclr"), 95.0,
                                          scores["score"]))
     text = reading_markdown(mixed, paired)
