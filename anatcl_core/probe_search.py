@@ -64,7 +64,8 @@ def fit_scaler(X: np.ndarray) -> StandardScaler:
     n = len(X)
     mean = X.sum(axis=0) / n
     centred = X - mean
-    var = (np.einsum("ij,ij->j", centred, centred) - centred.sum(axis=0) ** 2 / n) / n
+    # column sums run down the rows in order, whatever the CPU's vector width (einsum's need not)
+    var = ((centred * centred).sum(axis=0) - centred.sum(axis=0) ** 2 / n) / n
     eps = np.finfo(np.float64).eps
     constant = var <= n * eps * var + (n * mean * eps) ** 2
     scaler = StandardScaler()
