@@ -276,8 +276,9 @@ def reading_markdown(scores: pd.DataFrame, paired: pd.DataFrame) -> str:
                  for m in means["aligned"][t].index.intersection(means["orthogonal"][t].index)]
         if pairs and all(lower for _, lower in pairs):
             table_too = ", the Desikan table included" if any(m == "desikan-table" for m, _ in pairs) else ""
+            verb = "is" if len(both) == 1 else "are"
             lead.append(f"In the aligned world, where healthy people already vary along the disease axes, "
-                        f"{_names(both)} {'is' if len(both) == 1 else 'are'} harder to see for every method{table_too}.")
+                        f"{_names(both)} {verb} harder to see for every method{table_too}.")
         elif pairs:
             lead.append(f"In the aligned world {sum(lower for _, lower in pairs)} of {len(pairs)} (diagnosis, "
                         "method) scores are lower than in the orthogonal world.")

@@ -67,7 +67,7 @@ class KernelSystem:
         return out
 
     def update(self, active: np.ndarray, renew: np.ndarray, sw: np.ndarray, C: np.ndarray) -> None:
-        """New factors for the `active` problems whose C changed or whose curvature is to be `renew`ed [J],
+        """New factors for the `active` problems whose C changed or whose curvature is to be renewed (`renew` [J]),
         at curvature roots sw [J, n] and C [J]; the others keep theirs (an older curvature)."""
         for j in active[renew[active] | (self.C[active] != C[active])]:
             root = np.sqrt(C[j]) * sw[j]
