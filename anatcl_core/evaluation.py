@@ -136,9 +136,12 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
     protocol = get_protocol(probe_options.get("protocol", "ours")).name
     jobs = [(method, fold, task) for (method, fold) in embeddings for task in specs]
-    calls = (delayed(evaluate_task)(embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort), task,
-                                    groups_column=groups_column, **probe_options) for method, fold, task in jobs)
-    done = Parallel(n_jobs=workers, return_as="generator")(calls) if workers > 1 else (f(*a, **k) for f, a, k in calls)
+    calls = [delayed(evaluate_task)(embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort), task,
+                                    groups_column=groups_column, **probe_options) for method, fold, task in jobs]
+    if workers > 1:
+        done = Parallel(n_jobs=workers, return_as="generator")(calls)
+    else:
+        done = (function(*args, **kwargs) for function, args, kwargs in calls)
     rows = []
     for (method, fold, task), results in zip(jobs, done):
         log.info("probed %s fold %s: %s", method, fold, task.id)
@@ -216,6 +219,12 @@ def _check_mode(args: Any) -> None:
         missing = [f"--{name}" for name in ("labels", "target") if getattr(args, name) is None]
         if missing:
             raise ValueError(f"--features needs {' and '.join(missing)} (the participants table and its column)")
+        unused = [flag for flag, given in (("--tasks", args.tasks != ["all"]), ("--cache", args.cache is not None),
+                                           ("--device", args.device != "auto"), ("--batch-size", args.batch_size != 8),
+                                           ("--workers", args.workers != 1)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} only go with --checkpoint (the paper's tasks); --features probes "
+                             "one label")
         return
     given = [f"--{name}" for name in _FEATURE_FLAGS if getattr(args, name) is not None]
     if given:

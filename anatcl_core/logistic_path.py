@@ -54,6 +54,9 @@ class KernelSystem:
 
     def __init__(self, Z: np.ndarray):
         self.K = Z @ Z.transpose(0, 2, 1)
+        self._no_factors(Z)
+
+    def _no_factors(self, Z: np.ndarray) -> None:
         self.factors: list = [None] * len(Z)
         self.sw, self.C = np.zeros(Z.shape[:2]), np.zeros(len(Z))   # curvature roots and C of each factor
 
@@ -96,8 +99,7 @@ class FeatureSystem(KernelSystem):
     def __init__(self, Z: np.ndarray):
         self.Z, self.Y = Z, np.zeros_like(Z)                        # Y = W^1/2 Z at each problem's factor
         self.G = np.zeros((len(Z), Z.shape[2], Z.shape[2]))
-        self.factors = [None] * len(Z)
-        self.sw, self.C = np.zeros(Z.shape[:2]), np.zeros(len(Z))
+        self._no_factors(Z)
 
     def matvec(self, v: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
         out = np.zeros_like(v)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import mean_absolute_error
@@ -242,7 +243,7 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
         group) give ``evaluable=False``, no scores, and the reason in ``note``.
 
     Raises:
-        ValueError: X is not 2-D, X and y differ in length, or a row of X holds NaN or inf.
+        ValueError: X is not 2-D, X and y differ in length, a row of X holds NaN or inf, or y has a missing value.
     """
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)     # float64 for every fit, searched or final
     protocol = get_protocol(protocol)
@@ -250,6 +251,9 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"expected X [n, d] and y [n]; got {list(X.shape)} and {list(y.shape)}")
     _require_finite(X)
+    if pd.isna(y).any():
+        raise ValueError(f"labels: {int(pd.isna(y).sum())} missing value(s) in y (rows "
+                         f"{np.flatnonzero(pd.isna(y))[:5].tolist()}); leave those subjects out")
     if groups is not None:
         groups = np.asarray(groups)
     metric = metric_for(kind)
@@ -262,6 +266,9 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, kind: str, groups: np.nda
     # balanced accuracy is undefined on a test fold of one class; only grouped folds can have one
     scored = [fold for fold, (_, test) in enumerate(splits) if kind != "classification" or len(np.unique(y[test])) > 1]
     one_class_folds = len(splits) - len(scored)
+    if not scored:
+        return not_evaluable(metric, len(y), f"every one of the {len(splits)} test folds held a single class "
+                                             "(the groups do not mix the classes)", counts)
     fits = fit_probes(X, y, kind, [splits[fold][0] for fold in scored], seeds=[seed + fold for fold in scored],
                       groups=groups, grid=grid, inner_splits=inner_splits, n_jobs=n_jobs, protocol=protocol,
                       grid_search=grid_search)

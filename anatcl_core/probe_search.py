@@ -180,10 +180,12 @@ def _solve(X, y, classes, trains, Cs, protocol):
         Z, labels, weights = np.zeros((J, n, d)), np.zeros((J, n)), np.zeros((J, n))
         scalers = []
         for j, rows in enumerate(trains[first:stop]):
-            scaler = fit_scaler(X[rows]) if protocol.standardise else None
-            Z[j, :len(rows)] = _transform(scaler, X[rows])
+            train = X[rows]
+            scaler = fit_scaler(train) if protocol.standardise else None
+            Z[j, :len(rows)] = _transform(scaler, train)
             labels[j, :len(rows)] = positive = y[rows] == classes[1]
             counts = np.array([np.sum(~positive), np.sum(positive)])
+            # scikit-learn's class_weight="balanced" (n / (2 n_class)), without its per-call checks
             balanced = len(rows) / (2 * counts) if protocol.class_weight == "balanced" else np.ones(2)
             weights[j, :len(rows)] = balanced[positive.astype(int)]
             scalers.append(scaler)

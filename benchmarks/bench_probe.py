@@ -74,8 +74,8 @@ def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHOD_LABELS), choices=list(METHOD_LABELS))
-    parser.add_argument("--folds", type=int, default=5, help="pretraining folds (checkpoints) per method")
-    parser.add_argument("--workers", type=int, default=2, help="processes, one checkpoint each at a time")
+    parser.add_argument("--folds", type=_positive, default=5, help="pretraining folds (checkpoints) per method")
+    parser.add_argument("--workers", type=_positive, default=2, help="processes, one checkpoint each at a time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=None, help="optional CSV of all probe results")
     parser.add_argument("--grid-search", action="store_true",
@@ -93,7 +93,25 @@ def main() -> None:
         missing = [str(path) for path in args.compare if not path.is_file()]
         if missing:
             parser.error(f"--compare: no such file {', '.join(missing)}; expected CSVs written by --results or --per-fold")
-        print(compare(*(pd.read_csv(path) for path in args.compare)))
+        tables = []
+        for path in args.compare:
+            try:
+                table = pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+                parser.error(f"--compare: {path} is not a CSV ({str(err).splitlines()[0]})")
+            kind = next((k for k, columns in COMPARED.items() if set(columns) <= set(table.columns)), None)
+            if kind is None:
+                parser.error(f"--compare: {path} has columns {list(table.columns)[:6]}; expected those of --results "
+                             f"({', '.join(COMPARED['results'])}) or --per-fold ({', '.join(COMPARED['per-fold'])})")
+            tables.append((kind, table))
+        if tables[0][0] != tables[1][0]:
+            parser.error(f"--compare: {args.compare[0]} is a {tables[0][0]} CSV, {args.compare[1]} a {tables[1][0]} "
+                         "one; compare two of the same kind")
+        keys = COMPARED[tables[0][0]][:-2]
+        repeated = [str(p) for p, (_, t) in zip(args.compare, tables) if t.duplicated(keys).any()]
+        if repeated:
+            parser.error(f"--compare: {', '.join(repeated)} repeat rows of the same {', '.join(keys)}")
+        print(compare(tables[0][1], tables[1][1]))
         return
     cohorts = {name: simulate_tables(name, spec.paper_n, seed=args.seed).participants for name, spec in COHORTS.items()}
     if args.floor:
@@ -226,10 +244,22 @@ def _seconds_cholesky(m: int, single: bool = False, repeats: int = 5) -> float:
     return min(times)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+#: The columns `compare` reads from each kind of CSV: the keys of a row, then the two values compared.
+COMPARED = {"results": ("method", "fold", "task", "evaluation", "score", "std"),
+            "per-fold": ("method", "fold", "task", "evaluation", "outer_fold", "chosen", "fold_score")}
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6) -> str:
     """How two runs of the same grid differ: per-result rows (score, std) or per-fold rows (chosen, fold_score)."""
-    keys = [k for k in ("method", "fold", "task", "evaluation", "outer_fold") if k in a and k in b]
-    values = ["chosen", "fold_score"] if "fold_score" in a else ["score", "std"]
+    columns = COMPARED["per-fold" if "fold_score" in a else "results"]
+    keys, values = list(columns[:-2]), list(columns[-2:])
     both = a.merge(b, on=keys, suffixes=("_a", "_b"), validate="one_to_one")
     lines = [f"{len(both)} rows in both ({len(a)} in A, {len(b)} in B)"]
     moved = np.zeros(len(both), bool)

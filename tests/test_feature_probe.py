@@ -105,6 +105,8 @@ def test_the_command_line_probes_a_feature_file_and_writes_the_folds(tmp_path, c
     (["--features", "F", "--labels", "L", "--target", "group", "--data", "d"], "give one or the other"),
     (["--data", "d", "--out", "o.csv", "--target", "group"], "--target only go with --features"),
     (["--data", "d"], "expected --checkpoint, --out"),
+    (["--features", "F", "--labels", "L", "--target", "group", "--workers", "2", "--tasks", "adni/ad-vs-hc"],
+     "--tasks, --workers only go with --checkpoint"),
 ])
 def test_mixed_or_missing_probe_flags_are_one_line(argv, message, capsys):
     from anatcl_core.cli import main

@@ -500,3 +500,16 @@ def test_workers_probe_side_by_side_and_give_the_same_rows():
                                          workers=2)
     pd.testing.assert_frame_equal(alone, together)
     assert list(alone["method"]) == ["simclr", "yaware"] and alone["evaluable"].all()
+
+
+def test_groups_that_never_mix_the_classes_are_not_evaluable_and_missing_labels_are_refused():
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(40, 5)), np.repeat([0, 1], 20)
+    sites = np.repeat(["a", "b", "c", "d"], 10)                 # every site holds one class only
+    result = cross_validate_probe(X, y, "classification", groups=sites)
+    assert not result.evaluable and "held a single class" in result.note and result.scores == ()
+    labels = y.astype(float)
+    labels[[2, 7]] = np.nan
+    for kind in ("classification", "regression"):
+        with pytest.raises(ValueError, match=r"labels: 2 missing value\(s\) in y \(rows \[2, 7\]\)"):
+            cross_validate_probe(X, labels, kind)

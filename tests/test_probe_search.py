@@ -145,8 +145,9 @@ def test_fit_scaler_is_scikit_learns_standard_scaler(seed, n, d, offset):
     X = rng.normal(size=(n, d)) * rng.uniform(1e-3, 10, d) + offset
     X[:, 0] = offset + 3.0                                    # constant: scale 1, as scikit-learn sets it
     if d > 1:
-        X[:, 1] = offset + 1e-17 * rng.normal(size=n)           # below the rounding bound: constant as well
+        X[:, 1] = offset + 1e-17 * rng.normal(size=n)           # near the rounding bound: the rule decides
     ours, theirs = fit_scaler(X), StandardScaler().fit(X)
+    assert ours.scale_[0] == theirs.scale_[0] == 1.0
     np.testing.assert_allclose(ours.mean_, theirs.mean_, rtol=1e-13, atol=0)
     np.testing.assert_allclose(ours.var_, theirs.var_, rtol=1e-9, atol=1e-300)
     np.testing.assert_array_equal(ours.scale_ == 1.0, theirs.scale_ == 1.0)
