@@ -236,11 +236,18 @@ def _check_mode(args: Any) -> None:
                          "(a label of your own)")
 
 
+def _check_out(out: Path) -> None:
+    """`--out` is a file that can be written, checked before any probe runs."""
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a CSV file path (e.g. {Path(out) / 'results.csv'})")
+    check_writable_folder(Path(out).resolve().parent, "--out")
+
+
 def run_features(args: Any) -> int:
     """`anatcl probe --features`: one label of the user's, probed on a feature file; fold scores printed."""
     from anatcl_core.feature_probe import probe_feature_file
     if args.out is not None:
-        check_writable_folder(Path(args.out).resolve().parent, "--out")
+        _check_out(args.out)
     result, folds = probe_feature_file(args.features, args.labels, args.target, args.kind, args.groups,
                                        n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
     unit = "%" if result.metric == "balanced_accuracy" else f" ({args.target}'s unit)"
@@ -266,7 +273,7 @@ def run(args: Any) -> int:
     from anatcl_core.data.cohort import Cohort
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
-    check_writable_folder(Path(args.out).resolve().parent, "--out")
+    _check_out(args.out)
     from anatcl_core.precision import resolve_device
     resolve_device(args.device)
     named: dict[tuple[str, int], Path] = {}

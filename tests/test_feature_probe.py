@@ -146,3 +146,12 @@ def test_features_with_nan_or_inf_are_refused_naming_the_subjects(tmp_path, caps
     table[~table["participant_id"].isin([ids[4], ids[9], ids[11]])].to_csv(labels, sep="\t", index=False)
     result, _ = probe_feature_file(bad, labels, "group")
     assert result.evaluable and "3 feature row(s) have no row in the labels" in result.note
+
+
+def test_an_out_that_is_a_folder_is_refused_before_the_probe(tmp_path, capsys):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    assert main(["probe", "--features", str(features), "--labels", str(labels), "--target", "group",
+                 "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a folder; expected a CSV file path" in err, err
