@@ -25,6 +25,7 @@ from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, grid_edge_folds, metric_for,
                                not_evaluable, score, search_notes)
+from anatcl_core.probe_cache import ProbeCache
 from anatcl_core.probe_folds import plan_folds
 from anatcl_core.tasks import TaskColumnError, TaskSpec, select_tasks
 
@@ -124,28 +125,44 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
 
 def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
                    cohorts: Mapping[str, pd.DataFrame], tasks: Iterable[TaskSpec | str] | None = None, *,
-                   groups_column: str | None = None, workers: int = 1, **probe_options: Any) -> pd.DataFrame:
+                   groups_column: str | None = None, workers: int = 1, cache: str | Path | ProbeCache | None = None,
+                   **probe_options: Any) -> pd.DataFrame:
     """Every (method, fold) embedding set x every task -> one tidy DataFrame (columns RESULT_COLUMNS).
 
     embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
     tasks: specs or ids (None: all 22); workers: processes probing (method, fold, task) jobs side by side, each
-    on one BLAS thread (the same rows whatever the number); probe_options: passed to `cross_validate_probe`
-    (n_splits, seed, ...). One row per (method, fold, task, evaluation), including not-evaluable ones with the
-    reason in `note`.
+    on one BLAS thread (the same rows whatever the number); cache: a folder (or `ProbeCache`) where each probe's
+    results are kept under a hash of its features, participants, task, options and code, so a rerun probes only
+    what changed (the same rows either way); probe_options: passed to `cross_validate_probe` (n_splits, seed,
+    ...). One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
     """
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
     protocol = get_protocol(probe_options.get("protocol", "ours")).name
-    jobs = [(method, fold, task) for (method, fold) in embeddings for task in specs]
-    calls = [delayed(evaluate_task)(embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort), task,
-                                    groups_column=groups_column, **probe_options) for method, fold, task in jobs]
+    cache = ProbeCache(Path(cache)) if isinstance(cache, (str, Path)) else cache
+    jobs = [(method, fold, task, embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort))
+            for (method, fold) in embeddings for task in specs]
+    options = {"groups_column": groups_column, **probe_options}
+    keys = [cache.key(X, table, task, options) if cache and X is not None and table is not None else None
+            for _, _, task, X, table in jobs]
+    found = [cache.load(key) if key else None for key in keys]
+    todo = [i for i, results in enumerate(found) if results is None]
+    if cache:
+        log.info("probe cache %s: %d of %d probes read, %d to run", cache.root, len(jobs) - len(todo), len(jobs),
+                 len(todo))
+    calls = [delayed(evaluate_task)(jobs[i][3], jobs[i][4], jobs[i][2], groups_column=groups_column,
+                                    **probe_options) for i in todo]
     if workers > 1:
         done = Parallel(n_jobs=workers, return_as="generator")(calls)
     else:
         done = (function(*args, **kwargs) for function, args, kwargs in calls)
-    rows = []
-    for (method, fold, task), results in zip(jobs, done):
+    for i, results in zip(todo, done):
+        method, fold, task = jobs[i][:3]
         log.info("probed %s fold %s: %s", method, fold, task.id)
-        rows.extend(_row(method, fold, task, name, result, protocol) for name, result in results.items())
+        found[i] = results
+        if keys[i]:
+            cache.save(keys[i], results, about=f"{method} fold {fold}, {task.id}")
+    rows = [_row(method, fold, task, name, result, protocol)
+            for (method, fold, task, _, _), results in zip(jobs, found) for name, result in results.items()]
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -195,7 +212,8 @@ def add_arguments(parser: Any) -> None:
                         help="results CSV: one row per method, fold and task (with --checkpoint, required), or one "
                              "row per test fold (with --features, optional)")
     parser.add_argument("--cache", type=Path, default=None,
-                        help="embedding cache folder (default: 'embedding_cache' beside --out)")
+                        help="cache folder of embeddings, and of probe results in its probes/ (default: "
+                             "'embedding_cache' beside --out); a rerun embeds and probes only what changed")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
     parser.add_argument("--n-splits", type=int_at_least(2), default=5, help="outer cross-validation folds")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="ours",
@@ -290,12 +308,14 @@ def run(args: Any) -> int:
     for name in sorted(set(names) - set(cohorts)):
         log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
     from anatcl_core.embed import EmbeddingCache
-    cache = EmbeddingCache(args.cache or args.out.parent / "embedding_cache", args.batch_size, args.device)
+    cache_dir = args.cache or args.out.parent / "embedding_cache"
+    cache = EmbeddingCache(cache_dir, args.batch_size, args.device)
     embeddings = {}
     for (method, fold), path in named.items():
         embeddings[(method, fold)] = cache.embeddings(path, cohorts)
     results = evaluate_tasks(embeddings, {n: c.participants for n, c in cohorts.items()}, tasks,
-                             workers=args.workers, n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
+                             workers=args.workers, cache=cache_dir / "probes", n_splits=args.n_splits,
+                             seed=args.seed, protocol=args.protocol)
     write_atomic(args.out, lambda f: results.to_csv(f, index=False))
     shown = results[["method", "fold", "task", "evaluation", "score", "std"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -4,6 +4,7 @@ Everything lives under one `output_dir`, so each chapter reuses what an earlier 
 
   runs/<method>-fold<k>/   pretraining runs (`run_dir`)
   embeddings/              cached features (`embed.EmbeddingCache`)
+  probes/                  cached probe results, keyed by what decides them (`probe_cache.ProbeCache`)
   tables/table<N>.csv      probe results of the paper's Table N (`results_path`), and beside it
   tables/table<N>.settings.json   how they were probed (`table_results`)
 
@@ -35,7 +36,7 @@ from anatcl_core.methods import BASELINES, RELEASED_METHODS, method_ids, release
 from anatcl_core.pretrain import PretrainConfig, pretrain
 from anatcl_core.released import released_path
 from anatcl_core.embed import EmbeddingCache
-from anatcl_core.evaluation import RESULT_COLUMNS, evaluate_tasks
+from anatcl_core.evaluation import evaluate_tasks
 from anatcl_core.tasks import TaskSpec, tasks_for
 
 COHORT_NAMES = ("openbhb", "adni", "oasis3", "schizconnect", "abide1")
@@ -168,12 +169,20 @@ def evaluate_methods(data_root: str | Path, output_dir: str | Path, tasks: list[
     """Linear probes of every method's frozen features on `tasks` -> tidy results (see evaluation.evaluate_tasks).
 
     released_home: the weights cache of any 'released-<d>' method (see the module docstring). probe_options go
-    to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits).
+    to `probe.cross_validate_probe` (e.g. small_class_repeats, grid, inner_splits). Results are kept in
+    `<output_dir>/probes` (`probe_cache_dir`): a probe whose features, participants, task, options and code are
+    unchanged is read from there, not run again.
     """
     embeddings = method_embeddings(data_root, output_dir, methods, fold, progress=progress,
                                    released_home=released_home)
     participants = {n: c.participants for n, c in open_cohorts(data_root).items()}
-    return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed, **probe_options)
+    return evaluate_tasks(embeddings, participants, tasks, n_splits=n_splits, seed=seed,
+                          cache=probe_cache_dir(output_dir), **probe_options)
+
+
+def probe_cache_dir(output_dir: str | Path) -> Path:
+    """Where probe results are cached (`probe_cache.ProbeCache`): `<output_dir>/probes`."""
+    return Path(output_dir) / "probes"
 
 
 def results_path(output_dir: str | Path, table: int) -> Path:
@@ -182,28 +191,20 @@ def results_path(output_dir: str | Path, table: int) -> Path:
 
 
 def table_results(data_root: str | Path, output_dir: str | Path, table: int, methods=method_ids(), fold: int = 0,
-                  seed: int = 0, n_splits: int = 5, progress: bool = True, reuse: bool = False,
-                  released_home: str | Path | None = None, **probe_options) -> pd.DataFrame:
-    """Probe results for every task of the paper's Table `table` (2-5), saved at `results_path`.
-
-    Beside the CSV, `<table>.settings.json` records how it was probed (seed, n_splits, the probe options such as
-    protocol and small_class_repeats). With `reuse=True` a saved file that holds every one of `methods` at
-    `fold`, was probed with the same settings and has today's columns (`evaluation.RESULT_COLUMNS`) is read
-    instead of probing again (the summary chapter reads what chapters 5-8 wrote); otherwise the probes run
-    (cached embeddings make that seconds to minutes) and both files are replaced atomically.
+                  seed: int = 0, n_splits: int = 5, progress: bool = True, released_home: str | Path | None = None,
+                  **probe_options) -> pd.DataFrame:
+    """Probe results for every task of the paper's Table `table` (2-5) (`evaluate_methods`), saved at
+    `results_path`, with `<table>.settings.json` beside it recording how they were probed (seed, n_splits, the
+    probe options such as protocol and small_class_repeats). Probes already run on the same features with the
+    same settings and code are read from the probe cache, so a rerun costs seconds; both files are replaced
+    atomically.
     """
     path = results_path(output_dir, table)
     settings = json.dumps({"seed": seed, "n_splits": n_splits, **probe_options}, sort_keys=True, default=str)
     recorded = path.with_suffix(".settings.json")
-    if reuse and path.exists() and recorded.exists() and recorded.read_text().strip() == settings:
-        saved = pd.read_csv(path)
-        # a table with other columns was written by another version of the probe: probe again
-        if (tuple(saved.columns) == RESULT_COLUMNS and set(methods) <= set(saved["method"])
-                and set(saved["fold"]) == {fold}):
-            return saved[saved["method"].isin(methods)].reset_index(drop=True)
     results = evaluate_methods(data_root, output_dir, tasks_for(table), methods, fold, seed, n_splits,
                                progress=progress, released_home=released_home, **probe_options)
-    recorded.unlink(missing_ok=True)          # a run killed between the two writes leaves a table nobody reuses
+    recorded.unlink(missing_ok=True)          # a run killed between the two writes leaves no wrong settings
     write_atomic(path, lambda f: results.to_csv(f, index=False))
     write_atomic(recorded, lambda f: f.write(settings.encode()))
     return results

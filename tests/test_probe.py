@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import warnings
@@ -418,27 +419,36 @@ def test_the_paper_protocol_is_the_authors_plain_estimators_on_the_same_folds(ki
     assert ours.scores != result.scores                          # the protocols differ on unscaled features
 
 
-def test_a_saved_table_is_reused_only_for_the_same_probe_settings(tmp_path, monkeypatch):
-    from anatcl_core import experiments
-    calls = []
+def test_table_results_saves_the_table_with_its_settings_and_a_rerun_probes_only_what_changed(tmp_path,
+                                                                                             monkeypatch):
+    from types import SimpleNamespace
 
-    def fake_evaluate(data_root, output_dir, tasks, methods, fold, seed, n_splits, progress, released_home,
-                      **options):
-        calls.append(options)
-        return fake_results({(m, fold, "adni/ad-vs-hc"): 60.0 + len(calls) for m in methods})
-    monkeypatch.setattr(experiments, "evaluate_methods", fake_evaluate)
-    first = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="ours")
-    again = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="ours")
-    assert len(calls) == 1 and again["score"].tolist() == first["score"].tolist()
-    other = experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper")
-    assert len(calls) == 2 and other["score"].tolist() != first["score"].tolist()
-    experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
-    assert len(calls) == 3
-    # a table another version wrote (other columns) under the same settings is probed again, not read
-    path = experiments.results_path(tmp_path, 3)
-    pd.read_csv(path).drop(columns="edge_folds").to_csv(path, index=False)
-    experiments.table_results("data", tmp_path, 3, ["yaware"], reuse=True, protocol="paper", small_class_repeats=1)
-    assert len(calls) == 4
+    from anatcl_core import experiments
+    from anatcl_core.data.synthetic import simulate_tables
+    tables = {c: simulate_tables(c, 80, seed=0).participants for c in ("adni", "oasis3")}
+    rng = np.random.default_rng(0)
+    features = {m: {c: rng.normal(size=(len(t), 4)) for c, t in tables.items()} for m in ("simclr", "l1")}
+    monkeypatch.setattr(experiments, "open_cohorts", lambda root, names=None: {
+        c: SimpleNamespace(participants=t) for c, t in tables.items()})
+    monkeypatch.setattr(experiments, "method_embeddings", lambda root, out, methods, fold, **kw: {
+        (m, fold): features[m] for m in methods})
+    calls, probe = [], evaluation.evaluate_task
+    monkeypatch.setattr(evaluation, "evaluate_task", lambda *a, **kw: calls.append(1) or probe(*a, **kw))
+    options = {"protocol": "ours", "small_class_repeats": 1, "grid": (1.0,)}
+    first = experiments.table_results("data", tmp_path, 3, ["simclr", "l1"], **options)
+    assert len(calls) == 6 and first["evaluable"].all()
+    saved = experiments.results_path(tmp_path, 3)
+    pd.testing.assert_frame_equal(pd.read_csv(saved), pd.read_csv(saved.parent / "table3.csv"))
+    assert json.loads(saved.with_suffix(".settings.json").read_text()) == {"seed": 0, "n_splits": 5, **{
+        k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
+    again = experiments.table_results("data", tmp_path, 3, ["simclr", "l1"], **options)
+    assert len(calls) == 6                                   # every probe read from <output_dir>/probes
+    pd.testing.assert_frame_equal(again, first)
+    features["l1"] = {c: x + 1e-3 * rng.normal(size=x.shape) for c, x in features["l1"].items()}   # l1 retrained
+    experiments.table_results("data", tmp_path, 3, ["simclr", "l1"], **options)
+    assert len(calls) == 9
+    experiments.table_results("data", tmp_path, 3, ["simclr", "l1"], **{**options, "protocol": "paper"})
+    assert len(calls) == 15
 
 
 def test_edge_folds_counts_the_folds_whose_penalty_is_at_an_end_of_the_grid():

@@ -1,0 +1,161 @@
+"""The probe cache: a rerun reads what did not change and equals a run without the cache; anything a result
+depends on (features, participants, task, options, code) misses it; bad entries and unwritable folders do
+not stop the probes."""
+import dataclasses
+import json
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anatcl_core import evaluation, probe_cache
+from anatcl_core.data.synthetic import simulate_tables
+from anatcl_core.evaluation import evaluate_tasks
+from anatcl_core.probe import ProbeResult
+from anatcl_core.probe_cache import ProbeCache
+
+TASKS = ["abide1/autism", "abide1/handedness", "abide1/fiq"]
+OPTIONS = {"grid": (0.01, 1.0), "inner_splits": 2, "small_class_repeats": 1, "n_splits": 3}
+
+
+@pytest.fixture(scope="module")
+def abide():
+    return simulate_tables("abide1", 120, seed=0).participants
+
+
+def _embeddings(abide, methods=("simclr", "l1"), seed=0):
+    rng = np.random.default_rng(seed)
+    return {(m, 0): {"abide1": rng.normal(size=(len(abide), 6)).astype(np.float32)} for m in methods}
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The (method-free) task ids evaluate_task is called for, in order."""
+    calls, probe = [], evaluation.evaluate_task
+
+    def counting(X, participants, task, **options):
+        calls.append(task.id)
+        return probe(X, participants, task, **options)
+    monkeypatch.setattr(evaluation, "evaluate_task", counting)
+    return calls
+
+
+def test_a_rerun_reads_every_probe_and_equals_a_run_without_cache(tmp_path, abide, counted):
+    embeddings = _embeddings(abide)
+    plain = evaluate_tasks(embeddings, {"abide1": abide}, TASKS, **OPTIONS)
+    first = evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2 * 2 * len(TASKS) and len(list(tmp_path.glob("*.json"))) == 2 * len(TASKS)
+    again = evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    assert len(counted) == 4 * len(TASKS)                           # nothing probed the third time
+    pd.testing.assert_frame_equal(first, plain)
+    pd.testing.assert_frame_equal(again, plain)
+    assert plain["evaluable"].all()
+
+
+def test_only_the_probes_whose_inputs_changed_run_again(tmp_path, abide, counted):
+    embeddings = _embeddings(abide)
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    counted.clear()
+    changed = {key: dict(value) for key, value in embeddings.items()}
+    changed["l1", 0]["abide1"] = changed["l1", 0]["abide1"].copy()
+    changed["l1", 0]["abide1"][5, 2] += 1e-3                          # one value of one checkpoint's features
+    rerun = evaluate_tasks(changed, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    assert len(counted) == len(TASKS)                                 # l1's probes only
+    pd.testing.assert_frame_equal(rerun, evaluate_tasks(changed, {"abide1": abide}, TASKS, **OPTIONS))
+    counted.clear()
+    relabelled = abide.copy()
+    relabelled.loc[relabelled.index[0], "fiq"] = relabelled["fiq"].iloc[0] + 1
+    evaluate_tasks(changed, {"abide1": relabelled}, TASKS, cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2 * len(TASKS)                             # the cohort's table is in every key
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"n_splits": 4}, {"protocol": "paper"}, {"grid": (0.01, 2.0)},
+                                    {"groups_column": "site"}])
+def test_another_option_misses_and_a_speed_only_option_does_not(tmp_path, abide, counted, change):
+    embeddings = _embeddings(abide, ("simclr",))
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **{**OPTIONS, "n_jobs": 1})
+    assert len(counted) == 1
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **{**OPTIONS, **change})
+    assert len(counted) == 2
+
+
+def test_a_grid_as_array_or_tuple_is_one_key_and_a_digit_more_is_another(abide):
+    cache, X, task = ProbeCache(None), np.zeros((len(abide), 2)), evaluation.select_tasks(["abide1/autism"])[0]
+    keys = [cache.key(X, abide, task, {"grid": grid}) for grid in
+            ((0.1, 1.0), np.array([0.1, 1.0]), (0.1, 1.0000000000000002))]
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_another_version_of_the_probe_code_misses(tmp_path, abide, counted, monkeypatch):
+    embeddings = _embeddings(abide, ("simclr",))
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    monkeypatch.setattr(probe_cache, "code_digest", lambda: "edited")
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2
+
+
+def test_the_code_digest_is_the_probe_modules_source_and_the_library_versions():
+    import hashlib
+    import importlib
+    from pathlib import Path
+    assert {"anatcl_core.evaluation", "anatcl_core.probe", "anatcl_core.probe_search", "anatcl_core.logistic_path",
+            "anatcl_core.probe_folds", "anatcl_core.tasks"} <= set(probe_cache.RESULT_MODULES)
+    digest = hashlib.sha256(b"".join(Path(importlib.import_module(m).__file__).read_bytes()
+                                     for m in probe_cache.RESULT_MODULES))
+    digest.update("".join(f"{m} {importlib.import_module(m).__version__}\n" for m in probe_cache.LIBRARIES).encode())
+    assert probe_cache.code_digest() == digest.hexdigest()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"results": {"cv": {"metric": 1, "bogus": 2}}}', "[]"])
+def test_an_unreadable_entry_is_probed_again_and_rewritten(tmp_path, abide, counted, caplog, content):
+    embeddings = _embeddings(abide, ("simclr",))
+    expected = evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    (entry,) = tmp_path.glob("*.json")
+    entry.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.probe_cache"):
+        again = evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2 and "unreadable" in caplog.text and entry.name in caplog.text
+    pd.testing.assert_frame_equal(again, expected)
+    assert json.loads(entry.read_text())["about"] == "simclr fold 0, abide1/autism"
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_the_probes_still_run(tmp_path, abide, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    embeddings = _embeddings(abide)
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.probe_cache"):
+        results = evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=blocked, **OPTIONS)
+    pd.testing.assert_frame_equal(results, evaluate_tasks(embeddings, {"abide1": abide}, TASKS, **OPTIONS))
+    assert caplog.text.count("cannot write") == 1 and blocked.read_text().startswith("a file")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_missing_embeddings_are_reported_and_not_cached(tmp_path, abide):
+    results = evaluate_tasks({("simclr", 0): {}}, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    assert not results["evaluable"].any() and not list(tmp_path.glob("*.json"))
+
+
+numbers = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores=st.lists(numbers, max_size=6), params=st.lists(numbers, max_size=6),
+       counts=st.lists(st.integers(0, 10 ** 6), max_size=3), note=st.text(max_size=40),
+       n=st.integers(0, 10 ** 6), evaluable=st.booleans(), edge=st.integers(0, 50))
+def test_results_come_back_exactly_as_saved(tmp_path_factory, scores, params, counts, note, n, evaluable, edge):
+    cache = ProbeCache(tmp_path_factory.mktemp("cache"))
+    result = ProbeResult("mae", tuple(scores), np.int64(n), 5, 1, tuple(np.int64(c) for c in counts),
+                         tuple(params), note, evaluable, edge)
+    cache.save("k", {"cv": result})
+    loaded = cache.load("k")["cv"]
+    for field in dataclasses.fields(ProbeResult):
+        a, b = getattr(result, field.name), getattr(loaded, field.name)
+        if field.name in ("scores", "best_params"):
+            assert len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+        else:
+            assert a == b and type(b) is not list, field.name
