@@ -12,6 +12,7 @@ timing includes what `anatcl probe` does after embedding.
     python benchmarks/bench_probe.py --per-fold a.csv     # no timing: every outer fold's C and score, 1 checkpoint
     python benchmarks/bench_probe.py --compare a.csv b.csv    # how two runs' CSVs (--results or --per-fold) differ
     python benchmarks/bench_probe.py --floor              # no timing of the probe: the least its linear algebra costs
+    python benchmarks/bench_probe.py --rerun              # and reruns through the probe cache
 
 The logistic probes of our protocol are solved exactly (`anatcl_core.logistic_path`); before 2026-12-04 they
 were lbfgs at tol 1e-4. `--compare` of the two runs' CSVs says how many results that moved.
@@ -58,8 +59,9 @@ def write_random_embeddings(cache: Path, sizes: dict[str, int], methods: list[st
 
 
 def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str, pd.DataFrame],
-                         seed: int, grid_search: bool = False) -> tuple[pd.DataFrame, float, float, float]:
-    """Load one checkpoint's cached embeddings and run all tasks.
+                         seed: int, grid_search: bool = False, probe_cache: Path | None = None,
+                         ) -> tuple[pd.DataFrame, float, float, float]:
+    """Load one checkpoint's cached embeddings and run all tasks (through `probe_cache` when given).
 
     Returns (results, load seconds, probe wall seconds, probe CPU seconds of this process); CPU time
     is what the machine's other users cannot inflate.
@@ -67,7 +69,8 @@ def probe_one_checkpoint(cache: Path, method: str, fold: int, cohorts: dict[str,
     start = time.perf_counter()
     features = {c: np.load(cache / f"{method}-f{fold}" / f"{c}.npy") for c in cohorts}
     loaded, cpu = time.perf_counter(), time.process_time()
-    results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed, grid_search=grid_search)
+    results = evaluate_tasks({(method, fold): features}, cohorts, seed=seed, grid_search=grid_search,
+                             cache=probe_cache)
     return results, loaded - start, time.perf_counter() - loaded, time.process_time() - cpu
 
 
@@ -81,6 +84,9 @@ def main() -> None:
     parser.add_argument("--grid-search", action="store_true",
                         help="search penalties with scikit-learn's GridSearchCV (the reference) instead of probe_search")
     parser.add_argument("--skip-per-task", action="store_true", help="do not time each task separately")
+    parser.add_argument("--rerun", action="store_true",
+                        help="probe through a probe cache and time two reruns: nothing changed, and the first "
+                             "method's checkpoints changed")
     parser.add_argument("--per-fold", type=Path, default=None,
                         help="instead of timing the grid, write the C chosen and the score of every outer fold of "
                              "every task of the first checkpoint to this CSV")
@@ -125,13 +131,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
-        write_random_embeddings(cache, {c: len(t) for c, t in cohorts.items()}, args.methods, args.folds, args.seed)
+        sizes = {c: len(t) for c, t in cohorts.items()}
+        write_random_embeddings(cache, sizes, args.methods, args.folds, args.seed)
         jobs = [(m, f) for m in args.methods for f in range(args.folds)]
-        start = time.perf_counter()
-        runs = Parallel(n_jobs=args.workers)(delayed(probe_one_checkpoint)(cache, m, f, cohorts, args.seed,
-                                                                           args.grid_search)
-                                             for m, f in jobs)
-        wall = time.perf_counter() - start
+        probe_cache = cache / "probes" if args.rerun else None
+
+        def probe_all() -> tuple[list, float]:
+            start = time.perf_counter()
+            runs = Parallel(n_jobs=args.workers)(delayed(probe_one_checkpoint)(
+                cache, m, f, cohorts, args.seed, args.grid_search, probe_cache) for m, f in jobs)
+            return runs, time.perf_counter() - start
+
+        runs, wall = probe_all()
+        reruns = _reruns(probe_all, runs, cache, sizes, args) if args.rerun else None
 
     results = pd.concat([run[0] for run in runs], ignore_index=True)
     load, per_checkpoint, cpu = (np.array([run[i] for run in runs]) for i in (1, 2, 3))
@@ -145,12 +157,27 @@ def main() -> None:
     print(f"wall time: {wall:.0f} s; per checkpoint (22 tasks): wall median {np.median(per_checkpoint):.1f} s, "
           f"max {per_checkpoint.max():.1f} s; CPU median {np.median(cpu):.1f} s, total {cpu.sum():.0f} s; "
           f"embedding load median {np.median(load):.2f} s")
+    if reruns is not None:
+        print(reruns)
     if per_task is not None:
         print("\nseconds per task, one checkpoint, one process:")
         print(per_task.to_string())
     chance = results.query("evaluable and metric == 'balanced_accuracy' and evaluation == 'cv'")["score"]
     print(f"\nsanity: random features give balanced accuracy {chance.mean():.1f} % on average "
           f"(range {chance.min():.1f}-{chance.max():.1f})")
+
+
+def _reruns(probe_all, runs: list, cache: Path, sizes: dict[str, int], args: argparse.Namespace) -> str:
+    """Time the grid again through the probe cache the first run filled: unchanged, then with the first
+    method's checkpoints changed (new random embeddings, as after retraining it). Rows must equal a cold run's."""
+    cold = pd.concat([run[0] for run in runs], ignore_index=True)
+    unchanged, unchanged_wall = probe_all()
+    same = pd.concat([run[0] for run in unchanged], ignore_index=True).equals(cold)
+    write_random_embeddings(cache, sizes, args.methods[:1], args.folds, args.seed + 1)
+    retrained, retrained_wall = probe_all()
+    return (f"rerun through the probe cache, nothing changed: {unchanged_wall:.1f} s wall (rows equal the first "
+            f"run's: {same}); after {args.methods[0]}'s {args.folds} checkpoint(s) changed: {retrained_wall:.1f} s "
+            f"wall ({args.folds} of {len(runs)} checkpoints probed again)")
 
 
 def _per_fold(cohorts: dict[str, pd.DataFrame], method: str, seed: int, grid_search: bool) -> pd.DataFrame:
