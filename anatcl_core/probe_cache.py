@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,6 +45,8 @@ RESULT_MODULES = ("anatcl_core.evaluation", "anatcl_core.probe", "anatcl_core.pr
 LIBRARIES = ("numpy", "scipy", "sklearn", "pandas")
 #: Probe options that change how fast a probe runs, not what it returns: left out of the key.
 NEUTRAL_OPTIONS = ("n_jobs",)
+#: Age (s) after which a hidden temporary file in the cache folder is a killed save's, and removed.
+STALE_SECONDS = 3600
 
 
 @functools.cache
@@ -90,6 +93,18 @@ class ProbeCache:
     root: Path
     _digests: dict = dataclasses.field(default_factory=dict, repr=False)   # id(X) -> (X, digest): X kept alive
     _warned: bool = dataclasses.field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # A process killed mid-save leaves write_atomic's hidden temporary file. A save takes milliseconds, so
+        # one an hour old belongs to no live process (were it one, that save would fail and only warn).
+        if self.root is None or not Path(self.root).is_dir():
+            return
+        for tmp in Path(self.root).glob(".*.json.*.tmp"):
+            try:
+                if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
+                    tmp.unlink()
+            except OSError:
+                pass
 
     def key(self, X: np.ndarray, participants: pd.DataFrame, task: Any, options: Mapping[str, Any]) -> str:
         """The key of probing `task` on features X [N, d] of a cohort with `participants` [N rows]."""

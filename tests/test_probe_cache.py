@@ -159,3 +159,16 @@ def test_results_come_back_exactly_as_saved(tmp_path_factory, scores, params, co
             assert len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
         else:
             assert a == b and type(b) is not list, field.name
+
+
+def test_a_killed_saves_temporary_file_is_removed_once_stale_and_a_fresh_one_is_kept(tmp_path):
+    import os
+    import time
+    stale, fresh = tmp_path / ".abc.json.x1.tmp", tmp_path / ".abd.json.x2.tmp"
+    for path in (stale, fresh):
+        path.write_text("{half")
+    old = time.time() - probe_cache.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    (tmp_path / "keep.json").write_text("{}")
+    ProbeCache(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "keep.json"]
