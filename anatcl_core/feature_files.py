@@ -104,12 +104,39 @@ def write_features(path: str | os.PathLike, ids: Sequence[str], features: np.nda
     return [path]
 
 
+def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFrame:
+    """A .csv (comma) or other (tab) text table with at least one row; `what` names it in errors ("features
+    file"). FileNotFoundError or a one-line ValueError naming the file, instead of pandas' own messages."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a {what} (.tsv or .csv)")
+    if not path.is_file():
+        raise FileNotFoundError(2, f"no such {what}", str(path))
+    try:
+        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", **options)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file; expected a {what} with a header line and one row per subject") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable {what} ({' '.join(str(err).split())[:80]})") from None
+    if table.empty:
+        raise ValueError(f"{path}: a header line and no rows; expected one row per subject")
+    return table
+
+
 def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(ids [N], features [N, D] float32) from a file `write_features` wrote (any of FEATURE_FORMATS)."""
     path = Path(path)
+    if path.suffix in (".npy", ".parquet") and not path.is_file():
+        raise FileNotFoundError(2, "no such features file", str(path))
     if path.suffix == ".npy":
         sidecar = ids_sidecar(path)
-        ids = pd.read_csv(sidecar, sep="\t", dtype=str)[ID_COLUMN].tolist()
+        if not sidecar.is_file():
+            raise ValueError(f"{path}: its ids file {sidecar.name} is missing; expected the participant ids beside "
+                             "a .npy feature file (anatcl embed writes both)")
+        ids = read_text_table(sidecar, "ids file", dtype=str)
+        if ID_COLUMN not in ids.columns:
+            raise ValueError(f"{sidecar}: no '{ID_COLUMN}' column; found {list(ids.columns[:5])}")
+        ids = ids[ID_COLUMN].tolist()
         try:
             features = np.load(path)
         except (ValueError, OSError) as err:
@@ -121,7 +148,7 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     if path.suffix == ".parquet":
         table = pd.read_parquet(path)
     elif path.suffix in (".tsv", ".csv"):
-        table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={ID_COLUMN: str})
+        table = read_text_table(path, "features file", dtype={ID_COLUMN: str})
     else:
         raise ValueError(f"{path}: expected a file path ending in {', '.join(FEATURE_FORMATS)}")
     if ID_COLUMN not in table.columns:

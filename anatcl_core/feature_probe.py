@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anatcl_core.feature_files import ID_COLUMN, read_features
+from anatcl_core.feature_files import ID_COLUMN, read_features, read_text_table
 from anatcl_core.probe import ProbeResult, cross_validate_probe
 
 KINDS = ("classification", "regression")
@@ -29,9 +29,7 @@ MAX_CLASSES_GUESSED = 10
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     """A participants table (.tsv, or .csv by extension) with a participant_id column, ids as strings."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "no such labels file", str(path))
-    table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", dtype={ID_COLUMN: str})
+    table = read_text_table(path, "labels file", dtype={ID_COLUMN: str})
     if ID_COLUMN not in table.columns:
         raise ValueError(f"{path}: no '{ID_COLUMN}' column; found {list(table.columns[:8])}; expected the BIDS "
                          f"participants.tsv layout (one row per subject, '{ID_COLUMN}' first)")

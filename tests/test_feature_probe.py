@@ -130,6 +130,26 @@ def test_a_file_that_is_not_a_feature_file_is_named_in_one_line(tmp_path, capsys
         assert len(err.splitlines()) == 1 and message in err and str(given) in err, err
 
 
+def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    (tmp_path / "empty.tsv").write_text("")
+    (tmp_path / "header.tsv").write_text("participant_id\tfeature_000\n")
+    (tmp_path / "binary.tsv").write_bytes(b"\xff\xfe\x00\x01")
+    np.save(tmp_path / "alone.npy", np.zeros((2, 3), dtype=np.float32))
+    cases = [(tmp_path / "empty.tsv", labels, "empty.tsv: empty file"),
+             (tmp_path / "header.tsv", labels, "header.tsv: a header line and no rows"),
+             (tmp_path / "binary.tsv", labels, "binary.tsv: not a readable features file"),
+             (tmp_path / "gone.npy", labels, "gone.npy: no such features file"),
+             (tmp_path / "alone.npy", labels, "alone.npy: its ids file alone.ids.tsv is missing"),
+             (features, tmp_path, f"{tmp_path}: is a folder; expected a labels file"),
+             (features, tmp_path / "empty.tsv", "empty.tsv: empty file; expected a labels file")]
+    for given, given_labels, message in cases:
+        assert main(["probe", "--features", str(given), "--labels", str(given_labels), "--target", "group"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
 @pytest.mark.parametrize("suffix", [".tsv", ".npy"])
 def test_features_with_nan_or_inf_are_refused_naming_the_subjects(tmp_path, capsys, suffix):
     from anatcl_core.cli import main
