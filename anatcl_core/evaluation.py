@@ -88,6 +88,11 @@ def _row(method: str, fold: int, task: TaskSpec, evaluation: str, result: ProbeR
             "note": result.note}
 
 
+def evaluation_names(task: TaskSpec) -> tuple[str, ...]:
+    """The evaluations a task reports: the OpenBHB test splits, or "cv" for a cross-validated task."""
+    return OPENBHB_TEST_SPLITS if task.protocol == "openbhb" else ("cv",)
+
+
 def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task: TaskSpec, *,
                   groups_column: str | None = None, **probe_options: Any) -> dict[str, ProbeResult]:
     """One task on one embedding matrix X [N, d] of the task's cohort -> {evaluation name: result}.
@@ -97,7 +102,7 @@ def evaluate_task(X: np.ndarray | None, participants: pd.DataFrame | None, task:
     that say so.
     """
     metric = metric_for(task.kind)
-    names = OPENBHB_TEST_SPLITS if task.protocol == "openbhb" else ("cv",)
+    names = evaluation_names(task)
     missing = "participants table" if participants is None else "embeddings" if X is None else None
     if missing:
         return {name: not_evaluable(metric, 0, f"no {missing} for cohort {task.cohort!r}") for name in names}
@@ -138,13 +143,14 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
     """
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
     protocol = get_protocol(probe_options.get("protocol", "ours")).name
-    cache = ProbeCache(Path(cache)) if isinstance(cache, (str, Path)) else cache
+    # a fresh cache object per call: it hashes each features array once, and the caller may change one in place
+    cache = None if cache is None else ProbeCache(cache.root if isinstance(cache, ProbeCache) else cache)
     jobs = [(method, fold, task, embeddings[method, fold].get(task.cohort), cohorts.get(task.cohort))
             for (method, fold) in embeddings for task in specs]
     options = {"groups_column": groups_column, **probe_options}
     keys = [cache.key(X, table, task, options) if cache and X is not None and table is not None else None
             for _, _, task, X, table in jobs]
-    found = [cache.load(key) if key else None for key in keys]
+    found = [cache.load(key, evaluation_names(task)) if key else None for key, (_, _, task, _, _) in zip(keys, jobs)]
     todo = [i for i, results in enumerate(found) if results is None]
     if cache:
         log.info("probe cache %s: %d of %d probes read, %d to run", cache.root, len(jobs) - len(todo), len(jobs),

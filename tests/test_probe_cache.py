@@ -85,16 +85,23 @@ def test_another_option_misses_and_a_speed_only_option_does_not(tmp_path, abide,
 
 
 def test_a_grid_as_array_or_tuple_is_one_key_and_a_digit_more_is_another(abide):
-    cache, X, task = ProbeCache(None), np.zeros((len(abide), 2)), evaluation.select_tasks(["abide1/autism"])[0]
+    cache, X, task = ProbeCache("unused"), np.zeros((len(abide), 2)), evaluation.select_tasks(["abide1/autism"])[0]
     keys = [cache.key(X, abide, task, {"grid": grid}) for grid in
-            ((0.1, 1.0), np.array([0.1, 1.0]), (0.1, 1.0000000000000002))]
-    assert keys[0] == keys[1] != keys[2]
+            ((0.1, 1.0), np.array([0.1, 1.0]), [0.1, 1.0], pd.Series([0.1, 1.0]), (0.1, 1.0000000000000002))]
+    assert keys[0] == keys[1] == keys[2] == keys[3] != keys[4]
+    long = pd.Series([1e6] * 70)                       # pandas prints it shortened: its repr would collide
+    other = long.copy()
+    other[35] = 1.0
+    assert cache.key(X, abide, task, {"grid": long}) != cache.key(X, abide, task, {"grid": other})
+    # a default given or left out is one key; the protocol by name or as the object too
+    from anatcl_core.probe_protocol import PROTOCOLS
+    assert cache.key(X, abide, task, {}) == cache.key(X, abide, task, {"n_splits": 5, "protocol": PROTOCOLS["ours"]})
 
 
 def test_another_version_of_the_probe_code_misses(tmp_path, abide, counted, monkeypatch):
     embeddings = _embeddings(abide, ("simclr",))
     evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
-    monkeypatch.setattr(probe_cache, "code_digest", lambda: "edited")
+    monkeypatch.setattr(probe_cache, "CODE_DIGEST", "edited")
     evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
     assert len(counted) == 2
 
@@ -104,14 +111,59 @@ def test_the_code_digest_is_the_probe_modules_source_and_the_library_versions():
     import importlib
     from pathlib import Path
     assert {"anatcl_core.evaluation", "anatcl_core.probe", "anatcl_core.probe_search", "anatcl_core.logistic_path",
-            "anatcl_core.probe_folds", "anatcl_core.tasks"} <= set(probe_cache.RESULT_MODULES)
+            "anatcl_core.probe_folds", "anatcl_core.tasks", "anatcl_core.probe_cache"} <= set(probe_cache.RESULT_MODULES)
     digest = hashlib.sha256(b"".join(Path(importlib.import_module(m).__file__).read_bytes()
                                      for m in probe_cache.RESULT_MODULES))
     digest.update("".join(f"{m} {importlib.import_module(m).__version__}\n" for m in probe_cache.LIBRARIES).encode())
-    assert probe_cache.code_digest() == digest.hexdigest()
+    assert probe_cache.CODE_DIGEST == digest.hexdigest()
 
 
-@pytest.mark.parametrize("content", ["", "{not json", '{"results": {"cv": {"metric": 1, "bogus": 2}}}', "[]"])
+def test_features_changed_in_place_between_calls_are_probed_again(tmp_path, abide, counted):
+    embeddings, cache = _embeddings(abide, ("simclr",)), ProbeCache(tmp_path)
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=cache, **OPTIONS)
+    embeddings["simclr", 0]["abide1"][:] += 1.0                      # the same array object, new values
+    rerun = evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=cache, **OPTIONS)
+    assert len(counted) == 2 * len(TASKS)
+    pd.testing.assert_frame_equal(rerun, evaluate_tasks(embeddings, {"abide1": abide}, TASKS, **OPTIONS))
+
+
+def test_text_cells_of_another_type_and_targets_of_another_class_are_other_keys(abide):
+    from anatcl_core.tasks import AtLeast, TaskSpec
+    cache, X = ProbeCache("unused"), np.zeros((len(abide), 2))
+    numbers, text = abide.copy(), abide.copy()
+    numbers["s"] = pd.Series([1, 2] * 60, dtype=object)
+    text["s"] = pd.Series(["1", "2"] * 60, dtype=object)
+    task = evaluation.select_tasks(["abide1/fiq"])[0]
+    assert cache.key(X, numbers, task, {}) != cache.key(X, text, task, {})
+
+    @dataclasses.dataclass(frozen=True)
+    class Below(AtLeast):
+        pass
+    at_least = TaskSpec("abide1/x", "abide1", "classification", "balanced_accuracy", 5, "x", AtLeast("fiq", 105))
+    below = dataclasses.replace(at_least, target=Below("fiq", 105))
+    assert cache.key(X, abide, at_least, {}) != cache.key(X, abide, below, {})
+
+
+def test_inputs_with_no_exact_digest_are_probed_without_the_cache(tmp_path, abide, counted, caplog):
+    odd = abide.copy()
+    odd["unread"] = [[1, 2]] * len(odd)                              # a cell pandas cannot hash
+    embeddings = _embeddings(abide, ("simclr",))
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.probe_cache"):
+        results = evaluate_tasks(embeddings, {"abide1": odd}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    assert results["evaluable"].all() and not list(tmp_path.glob("*.json")) and "without the cache" in caplog.text
+    task = evaluation.select_tasks(["abide1/fiq"])[0]
+    assert ProbeCache(tmp_path).key(embeddings["simclr", 0]["abide1"], abide, task, {"grid": {1.0, 2.0}}) is None
+
+
+GOOD = {"metric": "mae", "scores": [1.0, 2.0], "n_samples": 9, "n_splits": 2, "n_repeats": 1, "class_counts": [],
+        "best_params": [1.0, 1.0], "note": "", "evaluable": True, "edge_folds": 0}
+
+
+@pytest.mark.parametrize("content", [
+    "", "{not json", "[]", "null", '{"results": {}}', '{"results": {"cv": {"metric": 1, "bogus": 2}}}',
+    json.dumps({"results": {"other": GOOD}}), json.dumps({"results": {"cv": {**GOOD, "scores": None}}}),
+    json.dumps({"results": {"cv": {**GOOD, "scores": "abc"}}}), json.dumps({"results": {"cv": {**GOOD, "scores": ["1"]}}}),
+    json.dumps({"results": {"cv": {**GOOD, "n_samples": "x"}}}), json.dumps({"results": {"cv": {**GOOD, "evaluable": 1}}})])
 def test_an_unreadable_entry_is_probed_again_and_rewritten(tmp_path, abide, counted, caplog, content):
     embeddings = _embeddings(abide, ("simclr",))
     expected = evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
@@ -152,7 +204,7 @@ def test_results_come_back_exactly_as_saved(tmp_path_factory, scores, params, co
     result = ProbeResult("mae", tuple(scores), np.int64(n), 5, 1, tuple(np.int64(c) for c in counts),
                          tuple(params), note, evaluable, edge)
     cache.save("k", {"cv": result})
-    loaded = cache.load("k")["cv"]
+    loaded = cache.load("k", ["cv"])["cv"]
     for field in dataclasses.fields(ProbeResult):
         a, b = getattr(result, field.name), getattr(loaded, field.name)
         if field.name in ("scores", "best_params"):
@@ -172,3 +224,12 @@ def test_a_killed_saves_temporary_file_is_removed_once_stale_and_a_fresh_one_is_
     (tmp_path / "keep.json").write_text("{}")
     ProbeCache(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "keep.json"]
+
+
+def test_an_empty_cache_path_is_refused_and_an_unusable_one_only_warns(tmp_path, abide, caplog):
+    with pytest.raises(ValueError, match="empty path"):
+        evaluate_tasks(_embeddings(abide), {"abide1": abide}, TASKS[:1], cache="", **OPTIONS)
+    too_long = tmp_path / ("x" * 300) / "probes"                  # beyond the file system's name length
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.probe_cache"):
+        results = evaluate_tasks(_embeddings(abide), {"abide1": abide}, TASKS[:1], cache=too_long, **OPTIONS)
+    assert results["evaluable"].all() and caplog.text.count("cannot write") == 1
