@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, NamedTuple
 
@@ -48,6 +49,28 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+#: Age (s) after which a temporary file of `write_atomic` belongs to no live write (a write takes seconds) but to a
+#: process killed mid-write.
+STALE_TEMPORARY_S = 3600
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = ".*.tmp") -> list[Path]:
+    """Remove the temporary files `write_atomic` left in `folder` (those matching `pattern`, a glob) that are
+    older than STALE_TEMPORARY_S; -> the files removed. A folder that cannot be listed is left alone.
+
+    For folders only this project writes (caches); a sweep lists the folder, so it is not done on every write.
+    """
+    removed = []
+    try:
+        for tmp in Path(folder).glob(pattern):
+            if time.time() - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    except OSError:
+        pass
+    return removed
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:

@@ -32,14 +32,13 @@ import inspect
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from anatcl_core.atomic import write_atomic
+from anatcl_core.atomic import remove_stale_temporaries, write_atomic
 from anatcl_core.probe import ProbeResult, cross_validate_probe
 from anatcl_core.probe_protocol import get_protocol
 
@@ -54,8 +53,6 @@ RESULT_MODULES = ("anatcl_core.evaluation", "anatcl_core.probe", "anatcl_core.pr
 LIBRARIES = ("numpy", "scipy", "sklearn", "pandas")
 #: Probe options that change how fast a probe runs, not what it returns: left out of the key.
 NEUTRAL_OPTIONS = ("n_jobs",)
-#: Age (s) after which a hidden temporary file in the cache folder is a killed save's, and removed.
-STALE_SECONDS = 3600
 #: The options `evaluate_task` passes on, with their defaults: given or not, a default is one key.
 DEFAULT_OPTIONS = {name: p.default for name, p in inspect.signature(cross_validate_probe).parameters.items()
                    if p.default is not inspect.Parameter.empty and name not in ("groups", *NEUTRAL_OPTIONS)}
@@ -134,14 +131,7 @@ class ProbeCache:
         if not str(self.root):
             raise ValueError("cache: an empty path; expected a folder for the probe results")
         self.root = Path(self.root)
-        # A process killed mid-save leaves write_atomic's hidden temporary file. A save takes milliseconds, so
-        # one an hour old belongs to no live process (were it one, that save would fail and only warn).
-        try:
-            for tmp in self.root.glob(".*.json.*.tmp"):
-                if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
-                    tmp.unlink()
-        except OSError:
-            pass
+        remove_stale_temporaries(self.root, ".*.json.*.tmp")         # of saves killed midway
 
     def key(self, X: np.ndarray, participants: pd.DataFrame, task: Any, options: Mapping[str, Any]) -> str | None:
         """The key of probing `task` on features X [N, d] of a cohort with `participants` [N rows], or None

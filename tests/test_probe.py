@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from anatcl_core import evaluation
+from anatcl_core.atomic import STALE_TEMPORARY_S
 from anatcl_core.data.cohort import Cohort
 from anatcl_core.embed import EmbeddingCache
 from anatcl_core.evaluation import evaluate_openbhb, evaluate_tasks, parse_checkpoint
@@ -358,6 +361,14 @@ def test_embedding_cache_embeds_once_and_again_when_the_cohort_changes(tmp_path)
     shutil.copytree(tmp_path / "data" / "adni", moved)
     cache.embeddings(checkpoint, {"adni": Cohort.open(moved)})
     assert calls == ["adni", "o", "adni", "adni"]
+    # the temporary files of a run killed while saving go once they are old; a fresh one may be a live save's
+    killed, live = digest_dir / ".adni.npy.k1.tmp", digest_dir / ".oasis3.source.k2.tmp"
+    for path in (killed, live):
+        path.write_bytes(b"half")
+    old = time.time() - STALE_TEMPORARY_S - 1
+    os.utime(killed, (old, old))
+    cache.embeddings(checkpoint, cohorts)
+    assert not killed.exists() and live.exists()
 
 
 def test_parse_checkpoint_specs(tmp_path):

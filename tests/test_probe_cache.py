@@ -216,10 +216,12 @@ def test_results_come_back_exactly_as_saved(tmp_path_factory, scores, params, co
 def test_a_killed_saves_temporary_file_is_removed_once_stale_and_a_fresh_one_is_kept(tmp_path):
     import os
     import time
+
+    from anatcl_core.atomic import STALE_TEMPORARY_S
     stale, fresh = tmp_path / ".abc.json.x1.tmp", tmp_path / ".abd.json.x2.tmp"
     for path in (stale, fresh):
         path.write_text("{half")
-    old = time.time() - probe_cache.STALE_SECONDS - 60
+    old = time.time() - STALE_TEMPORARY_S - 60
     os.utime(stale, (old, old))
     (tmp_path / "keep.json").write_text("{}")
     ProbeCache(tmp_path)
