@@ -155,8 +155,8 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
     if cache:
         log.info("probe cache %s: %d of %d probes read, %d to run", cache.root, len(jobs) - len(todo), len(jobs),
                  len(todo))
-    calls = [delayed(evaluate_task)(jobs[i][3], jobs[i][4], jobs[i][2], groups_column=groups_column,
-                                    **probe_options) for i in todo]
+    calls = [delayed(evaluate_task)(X, table, task, groups_column=groups_column, **probe_options)
+             for _, _, task, X, table in (jobs[i] for i in todo)]
     if workers > 1:
         done = Parallel(n_jobs=workers, return_as="generator")(calls)
     else:

@@ -182,7 +182,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, kind: str, trains: Sequence[np.ndar
     template = make_probe(kind, grid, protocol=protocol)
     values = next(iter(template.param_grid.values()))
     inners = [inner_cv(y[rows], kind, None if groups is None else groups[rows], inner_splits, seed,
-                        protocol.shuffle_inner) if len(values) > 1 else None for rows, seed in zip(trains, seeds)]
+                       protocol.shuffle_inner) if len(values) > 1 else None for rows, seed in zip(trains, seeds)]
     with threadpool_limits(limits=1, user_api="blas"):
         fits = logistic_search(X, y, [np.asarray(rows) for rows in trains], inners, values, protocol)
     return [(fit.pipeline(template.estimator), chosen if len(values) > 1 else fit.C) for fit, chosen in fits]

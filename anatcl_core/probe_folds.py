@@ -102,7 +102,7 @@ def plan_folds(y: np.ndarray, kind: str, n_splits: int, n_repeats: int, *, group
 
 
 def inner_cv(y: np.ndarray, kind: str, groups: np.ndarray | None, inner_splits: int, seed: int,
-              shuffle: bool = True) -> Splits | None:
+             shuffle: bool = True) -> Splits | None:
     """Inner splits of one outer training fold, or None when they cannot hold 2 rows of every class.
 
     shuffle=False gives what `GridSearchCV(cv=k)` does with an integer: unshuffled (Stratified)KFold, by

@@ -171,13 +171,20 @@ def _reruns(probe_all, runs: list, cache: Path, sizes: dict[str, int], args: arg
     """Time the grid again through the probe cache the first run filled: unchanged, then with the first
     method's checkpoints changed (new random embeddings, as after retraining it). Rows must equal a cold run's."""
     cold = pd.concat([run[0] for run in runs], ignore_index=True)
+    n_probes = len(cold.drop_duplicates(["method", "fold", "task"]))
+
+    def entries() -> int:                   # the cache's files: one per distinct probe ever run
+        return len(list((cache / "probes").glob("*.json")))
+
+    before = entries()
     unchanged, unchanged_wall = probe_all()
     same = pd.concat([run[0] for run in unchanged], ignore_index=True).equals(cold)
+    probed = entries() - before
     write_random_embeddings(cache, sizes, args.methods[:1], args.folds, args.seed + 1)
     retrained, retrained_wall = probe_all()
-    return (f"rerun through the probe cache, nothing changed: {unchanged_wall:.1f} s wall (rows equal the first "
-            f"run's: {same}); after {args.methods[0]}'s {args.folds} checkpoint(s) changed: {retrained_wall:.1f} s "
-            f"wall ({args.folds} of {len(runs)} checkpoints probed again)")
+    return (f"rerun through the probe cache, nothing changed: {unchanged_wall:.1f} s wall, {probed} probes run "
+            f"(rows equal the first run's: {same}); after {args.methods[0]}'s {args.folds} checkpoint(s) changed: "
+            f"{retrained_wall:.1f} s wall, {entries() - before - probed} of {n_probes} probes run")
 
 
 def _per_fold(cohorts: dict[str, pd.DataFrame], method: str, seed: int, grid_search: bool) -> pd.DataFrame:
