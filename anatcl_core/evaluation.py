@@ -197,6 +197,10 @@ def parse_checkpoint(spec: str) -> tuple[str, int, Path]:
     return method, fold, path
 
 
+#: The options only the paper's tasks (--checkpoint) read, with their defaults: --features refuses them.
+_CHECKPOINT_ONLY = {"tasks": ["all"], "cache": None, "device": "auto", "batch_size": 8, "workers": 1}
+
+
 def add_arguments(parser: Any) -> None:
     from anatcl_core.cli import int_at_least
     parser.description = ("Cross-validated linear probes: the paper's tasks on checkpoints (--checkpoint, --data, "
@@ -204,7 +208,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--checkpoint", nargs="+", metavar="[METHOD[:FOLD]=]PATH",
                         help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
     parser.add_argument("--data", type=Path, help="folder holding one cohort folder per dataset")
-    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="ID", help="task ids, or 'all' (default)")
+    parser.add_argument("--tasks", nargs="+", default=_CHECKPOINT_ONLY["tasks"], metavar="ID",
+                        help="task ids, or 'all' (default)")
     parser.add_argument("--features", type=Path, metavar="FILE",
                         help="a feature file of `anatcl embed` (.tsv, .csv, .parquet, .npy + ids) to probe a label on")
     parser.add_argument("--labels", type=Path, metavar="FILE",
@@ -217,7 +222,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--out", type=Path,
                         help="results CSV: one row per method, fold and task (with --checkpoint, required), or one "
                              "row per test fold (with --features, optional)")
-    parser.add_argument("--cache", type=Path, default=None,
+    parser.add_argument("--cache", type=Path, default=_CHECKPOINT_ONLY["cache"],
                         help="cache folder of embeddings, and of probe results in its probes/ (default: "
                              "'embedding_cache' beside --out); a rerun embeds and probes only what changed")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
@@ -225,9 +230,11 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="ours",
                         help="how the probe is fitted: " + "; ".join(f"{p.name}: {p.description}"
                                                                      for p in PROTOCOLS.values()))
-    parser.add_argument("--device", default="auto", help="torch device for embedding ('auto': GPU if present)")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="volumes per forward pass when embedding")
-    parser.add_argument("--workers", type=int_at_least(1), default=1,
+    parser.add_argument("--device", default=_CHECKPOINT_ONLY["device"],
+                        help="torch device for embedding ('auto': GPU if present)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=_CHECKPOINT_ONLY["batch_size"],
+                        help="volumes per forward pass when embedding")
+    parser.add_argument("--workers", type=int_at_least(1), default=_CHECKPOINT_ONLY["workers"],
                         help="processes probing tasks side by side (the same results whatever the number)")
 
 
@@ -243,9 +250,8 @@ def _check_mode(args: Any) -> None:
         missing = [f"--{name}" for name in ("labels", "target") if getattr(args, name) is None]
         if missing:
             raise ValueError(f"--features needs {' and '.join(missing)} (the participants table and its column)")
-        unused = [flag for flag, given in (("--tasks", args.tasks != ["all"]), ("--cache", args.cache is not None),
-                                           ("--device", args.device != "auto"), ("--batch-size", args.batch_size != 8),
-                                           ("--workers", args.workers != 1)) if given]
+        unused = [f"--{name.replace('_', '-')}" for name, default in _CHECKPOINT_ONLY.items()
+                  if getattr(args, name) != default]
         if unused:
             raise ValueError(f"{', '.join(unused)} only go with --checkpoint (the paper's tasks); --features probes "
                              "one label")

@@ -180,9 +180,10 @@ class ProbeCache:
         return self._digests[id(value)][1]
 
 
-#: The type of each ProbeResult field as saved (JSON numbers are int or float; tuples come back as lists).
+#: The type of each ProbeResult field as JSON gives it back (tuples come back as lists of these).
 _FIELD_TYPES = {"metric": str, "scores": float, "n_samples": int, "n_splits": int, "n_repeats": int,
                 "class_counts": int, "best_params": float, "note": str, "evaluable": bool, "edge_folds": int}
+_TUPLE_FIELDS = ("scores", "class_counts", "best_params")
 
 
 def _result(fields: Any) -> ProbeResult:
@@ -190,16 +191,11 @@ def _result(fields: Any) -> ProbeResult:
     if not isinstance(fields, dict) or set(fields) != set(_FIELD_TYPES):
         raise ValueError(f"fields {sorted(fields) if isinstance(fields, dict) else fields!r}, expected "
                          f"{sorted(_FIELD_TYPES)}")
-    checked = {}
     for name, kind in _FIELD_TYPES.items():
-        value = fields[name]
-        many = name in ("scores", "class_counts", "best_params")
-        items = value if many and isinstance(value, list) else [value] if not many else None
-        ok = items is not None and all(
-            isinstance(v, kind) and not (kind is not bool and isinstance(v, bool))
-            or (kind is float and isinstance(v, int) and not isinstance(v, bool)) for v in items)
-        if not ok:
-            raise ValueError(f"field {name!r} holds {value!r:.40}, expected {'a list of ' if many else ''}"
-                             f"{kind.__name__}")
-        checked[name] = tuple(value) if many else value
-    return ProbeResult(**checked)
+        items = fields[name] if name in _TUPLE_FIELDS else [fields[name]]
+        # exact types (json.loads gives bool, int, float, str, list; bool is no int here); an int serves as a float
+        if not isinstance(items, list) or not all(type(v) is kind or (kind is float and type(v) is int)
+                                                  for v in items):
+            raise ValueError(f"field {name!r} holds {fields[name]!r:.40}, expected "
+                             f"{'a list of ' if name in _TUPLE_FIELDS else ''}{kind.__name__}")
+    return ProbeResult(**{k: tuple(v) if k in _TUPLE_FIELDS else v for k, v in fields.items()})
