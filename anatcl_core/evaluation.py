@@ -253,12 +253,12 @@ def _check_mode(args: Any) -> None:
         unused = [f"--{name.replace('_', '-')}" for name, default in _CHECKPOINT_ONLY.items()
                   if getattr(args, name) != default]
         if unused:
-            raise ValueError(f"{', '.join(unused)} only go with --checkpoint (the paper's tasks); --features probes "
+            raise ValueError(f"{', '.join(unused)} only {'goes' if len(unused) == 1 else 'go'} with --checkpoint (the paper's tasks); --features probes "
                              "one label")
         return
     given = [f"--{name}" for name in _FEATURE_FLAGS if getattr(args, name) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} only go with --features FILE")
+        raise ValueError(f"{', '.join(given)} only {'goes' if len(given) == 1 else 'go'} with --features FILE")
     missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--data", args.data),
                                         ("--out", args.out)) if not value]
     if missing:
@@ -271,6 +271,16 @@ def _check_out(out: Path) -> None:
     if Path(out).is_dir():
         raise ValueError(f"--out {out}: is a folder; expected a CSV file path (e.g. {Path(out) / 'results.csv'})")
     check_writable_folder(Path(out).resolve().parent, "--out")
+
+
+def _cache_folder(folder: Path) -> Path:
+    """--cache as a folder, created if missing, checked before any work. Not required to be writable: a full
+    cache on read-only storage serves every embedding and probe."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--cache {folder}: cannot be used as a folder ({err.strerror}); expected a folder path")
+    return folder
 
 
 def run_features(args: Any) -> int:
@@ -304,6 +314,7 @@ def run(args: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
     _check_out(args.out)
+    cache_dir = _cache_folder(args.cache or args.out.parent / "embedding_cache")
     from anatcl_core.precision import resolve_device
     resolve_device(args.device)
     named: dict[tuple[str, int], Path] = {}
@@ -320,7 +331,6 @@ def run(args: Any) -> int:
     for name in sorted(set(names) - set(cohorts)):
         log.warning("no cohort folder %s: its tasks are reported as not evaluable", args.data / name)
     from anatcl_core.embed import EmbeddingCache
-    cache_dir = args.cache or args.out.parent / "embedding_cache"
     cache = EmbeddingCache(cache_dir, args.batch_size, args.device)
     embeddings = {}
     for (method, fold), path in named.items():

@@ -109,13 +109,14 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
     file"). FileNotFoundError or a one-line ValueError naming the file, instead of pandas' own messages."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; expected a {what} (.tsv or .csv)")
+        raise ValueError(f"{path}: is a folder; expected the {what} (.tsv or .csv)")
     if not path.is_file():
         raise FileNotFoundError(2, f"no such {what}", str(path))
     try:
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", **options)
+        # index_col=False: a row ending in a separator must not turn the first column into the index
+        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", index_col=False, **options)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file; expected a {what} with a header line and one row per subject") from None
+        raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable {what} ({' '.join(str(err).split())[:80]})") from None
     if table.empty:

@@ -103,7 +103,7 @@ def test_the_command_line_probes_a_feature_file_and_writes_the_folds(tmp_path, c
 @pytest.mark.parametrize("argv, message", [
     (["--features", "F", "--target", "group"], "--features needs --labels"),
     (["--features", "F", "--labels", "L", "--target", "group", "--data", "d"], "give one or the other"),
-    (["--data", "d", "--out", "o.csv", "--target", "group"], "--target only go with --features"),
+    (["--data", "d", "--out", "o.csv", "--target", "group"], "--target only goes with --features"),
     (["--data", "d"], "expected --checkpoint, --out"),
     (["--features", "F", "--labels", "L", "--target", "group", "--workers", "2", "--tasks", "adni/ad-vs-hc"],
      "--tasks, --workers only go with --checkpoint"),
@@ -142,9 +142,17 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
              (tmp_path / "binary.tsv", labels, "binary.tsv: not a readable features file"),
              (tmp_path / "gone.npy", labels, "gone.npy: no such features file"),
              (tmp_path / "alone.npy", labels, "alone.npy: its ids file alone.ids.tsv is missing"),
-             (features, tmp_path, f"{tmp_path}: is a folder; expected a labels file"),
-             (features, tmp_path / "empty.tsv", "empty.tsv: empty file; expected a labels file")]
+             (features, tmp_path, f"{tmp_path}: is a folder; expected the labels file"),
+             (features, tmp_path / "empty.tsv", "empty.tsv: empty file; expected the labels file")]
+    for plain in (labels, features):                            # every row ends in a tab, as some exports do
+        header, *rows = plain.read_text().splitlines()
+        (tmp_path / f"trailing-{plain.name}").write_text("\n".join([header, *(r + "\t" for r in rows)]) + "\n")
+    cases.append((tmp_path / f"trailing-{features.name}", tmp_path / f"trailing-{labels.name}", None))
     for given, given_labels, message in cases:
+        if message is None:                                     # read as the plain file: the probe runs
+            assert main(["probe", "--features", str(given), "--labels", str(given_labels), "--target", "group"]) == 0
+            capsys.readouterr()
+            continue
         assert main(["probe", "--features", str(given), "--labels", str(given_labels), "--target", "group"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err

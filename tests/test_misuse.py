@@ -81,6 +81,8 @@ def bad_arguments(cohort, tmp):
           str(tmp / "r.csv")], "unknown task id(s) ['adni/nope']; known:"),
         (["probe", "--checkpoint", str(junk), "--data", str(tmp), "--n-splits", "1", "--out", str(tmp / "r.csv")],
          "expected an integer >= 2"),
+        (["probe", "--checkpoint", str(junk), "--data", str(tmp), "--out", str(tmp / "r.csv"), "--cache",
+          str(junk)], f"--cache {junk}: cannot be used as a folder"),
         (["synth", "--out", str(tmp / "s"), "--n-subjects", "0"], "expected an integer >= 1, got 0"),
         (["book", "--params", str(tmp / "none.yaml")], "book parameters file not found"),
     ]
