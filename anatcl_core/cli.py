@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "synth": ("anatcl_core.data.synthetic", "generate the synthetic default cohorts"),
@@ -49,6 +50,13 @@ def int_at_least(minimum: int):
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def path_argument(text: str) -> Path:
+    """An argparse `type` for paths: an empty string is refused (Path("") would quietly mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return Path(text)
 
 
 def one_line(err: BaseException) -> str:

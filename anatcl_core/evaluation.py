@@ -21,6 +21,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
+from anatcl_core.feature_files import check_file
 from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, grid_edge_folds, metric_for,
@@ -157,6 +158,7 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
                  len(todo))
     calls = [delayed(evaluate_task)(X, table, task, groups_column=groups_column, **probe_options)
              for _, _, task, X, table in (jobs[i] for i in todo)]
+    workers = min(workers, len(calls))             # no idle processes for a few probes, none for a cached run
     if workers > 1:
         done = Parallel(n_jobs=workers, return_as="generator")(calls)
     else:
@@ -202,27 +204,27 @@ _CHECKPOINT_ONLY = {"tasks": ["all"], "cache": None, "device": "auto", "batch_si
 
 
 def add_arguments(parser: Any) -> None:
-    from anatcl_core.cli import int_at_least
+    from anatcl_core.cli import int_at_least, path_argument
     parser.description = ("Cross-validated linear probes: the paper's tasks on checkpoints (--checkpoint, --data, "
                           "--out), or any label of your own on a feature file (--features, --labels, --target).")
     parser.add_argument("--checkpoint", nargs="+", metavar="[METHOD[:FOLD]=]PATH",
                         help="encoder checkpoint(s); prefix with e.g. 'anatcl-global:3=' to name method and fold")
-    parser.add_argument("--data", type=Path, help="folder holding one cohort folder per dataset")
+    parser.add_argument("--data", type=path_argument, help="folder holding one cohort folder per dataset")
     parser.add_argument("--tasks", nargs="+", default=_CHECKPOINT_ONLY["tasks"], metavar="ID",
                         help="task ids, or 'all' (default)")
-    parser.add_argument("--features", type=Path, metavar="FILE",
+    parser.add_argument("--features", type=path_argument, metavar="FILE",
                         help="a feature file of `anatcl embed` (.tsv, .csv, .parquet, .npy + ids) to probe a label on")
-    parser.add_argument("--labels", type=Path, metavar="FILE",
+    parser.add_argument("--labels", type=path_argument, metavar="FILE",
                         help="with --features: a participants table (.tsv or .csv) with participant_id and the target")
     parser.add_argument("--target", metavar="COLUMN", help="with --features: the labels column to predict")
     parser.add_argument("--kind", choices=("classification", "regression"),
                         help="with --features: the target's kind (default: guessed from its values)")
     parser.add_argument("--groups", metavar="COLUMN",
                         help="with --features: a labels column (e.g. site) whose groups are kept whole within folds")
-    parser.add_argument("--out", type=Path,
+    parser.add_argument("--out", type=path_argument,
                         help="results CSV: one row per method, fold and task (with --checkpoint, required), or one "
                              "row per test fold (with --features, optional)")
-    parser.add_argument("--cache", type=Path, default=_CHECKPOINT_ONLY["cache"],
+    parser.add_argument("--cache", type=path_argument, default=_CHECKPOINT_ONLY["cache"],
                         help="cache folder of embeddings, and of probe results in its probes/ (default: "
                              "'embedding_cache' beside --out); a rerun embeds and probes only what changed")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the fold shuffles")
@@ -320,8 +322,7 @@ def run(args: Any) -> int:
     named: dict[tuple[str, int], Path] = {}
     for spec in args.checkpoint:                     # every name checked before anything is embedded
         method, fold, path = parse_checkpoint(spec)
-        if not path.is_file():
-            raise FileNotFoundError(2, "no such checkpoint file", str(path))
+        check_file(path, "checkpoint file", "a .pth written by anatcl pretrain, or released weights")
         if (method, fold) in named:
             raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
                              f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")

@@ -104,20 +104,39 @@ def write_features(path: str | os.PathLike, ids: Sequence[str], features: np.nda
     return [path]
 
 
-def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFrame:
-    """A .csv (comma) or other (tab) text table with at least one row; `what` names it in errors ("features
-    file"). FileNotFoundError or a one-line ValueError naming the file, instead of pandas' own messages."""
-    path = Path(path)
+def check_file(path: Path, what: str, formats: str) -> None:
+    """One clear error unless `path` is a regular file: a folder, a missing path (FileNotFoundError) or a device
+    or pipe (e.g. /dev/null) each named; `what` ("labels file") and `formats` (".tsv or .csv") say what to give."""
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; expected the {what} (.tsv or .csv)")
-    if not path.is_file():
+        raise ValueError(f"{path}: is a folder; expected the {what} ({formats})")
+    if not path.exists():
         raise FileNotFoundError(2, f"no such {what}", str(path))
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file; expected the {what} ({formats})")
+
+
+#: Byte-order marks of UTF-16 text, as spreadsheets save "Unicode text"; other text is read as UTF-8.
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFrame:
+    """A .csv (comma) or other (tab) text table, UTF-8 or UTF-16 with its byte-order mark, with at least one row;
+    `what` names it in errors ("features file"). FileNotFoundError or a one-line ValueError naming the file,
+    instead of pandas' own messages."""
+    path = Path(path)
+    check_file(path, what, ".tsv or .csv")
+    with open(path, "rb") as f:
+        encoding = "utf-16" if f.read(2) in _UTF16_MARKS else "utf-8"
     try:
         # index_col=False: a row ending in a separator must not turn the first column into the index
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", index_col=False, **options)
+        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", index_col=False, encoding=encoding,
+                            **options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected the {what} saved as "
+                         "UTF-8 (or UTF-16) text") from None
+    except pd.errors.ParserError as err:
         raise ValueError(f"{path}: not a readable {what} ({' '.join(str(err).split())[:80]})") from None
     if table.empty:
         raise ValueError(f"{path}: a header line and no rows; expected one row per subject")
@@ -127,8 +146,8 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
 def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(ids [N], features [N, D] float32) from a file `write_features` wrote (any of FEATURE_FORMATS)."""
     path = Path(path)
-    if path.suffix in (".npy", ".parquet") and not path.is_file():
-        raise FileNotFoundError(2, "no such features file", str(path))
+    if path.suffix in (".npy", ".parquet"):
+        check_file(path, "features file", "written by anatcl embed")
     if path.suffix == ".npy":
         sidecar = ids_sidecar(path)
         if not sidecar.is_file():

@@ -2,6 +2,8 @@
 what it cannot join, with one line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,15 +137,23 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
     features, labels = planted(tmp_path)
     (tmp_path / "empty.tsv").write_text("")
     (tmp_path / "header.tsv").write_text("participant_id\tfeature_000\n")
-    (tmp_path / "binary.tsv").write_bytes(b"\xff\xfe\x00\x01")
+    (tmp_path / "binary.tsv").write_bytes(b"\x80\x81\xfe\x00\x01")
+    (tmp_path / "quoted.csv").write_text('participant_id,feature_000\n"a,1\n')
     np.save(tmp_path / "alone.npy", np.zeros((2, 3), dtype=np.float32))
+    (tmp_path / "folder.npy").mkdir()
     cases = [(tmp_path / "empty.tsv", labels, "empty.tsv: empty file"),
              (tmp_path / "header.tsv", labels, "header.tsv: a header line and no rows"),
-             (tmp_path / "binary.tsv", labels, "binary.tsv: not a readable features file"),
+             (tmp_path / "binary.tsv", labels, "binary.tsv: not UTF-8 text (invalid start byte at byte 0); "
+                                               "expected the features file saved as UTF-8"),
+             (tmp_path / "quoted.csv", labels, "quoted.csv: not a readable features file"),
              (tmp_path / "gone.npy", labels, "gone.npy: no such features file"),
+             (tmp_path / "folder.npy", labels, "folder.npy: is a folder; expected the features file"),
              (tmp_path / "alone.npy", labels, "alone.npy: its ids file alone.ids.tsv is missing"),
              (features, tmp_path, f"{tmp_path}: is a folder; expected the labels file"),
-             (features, tmp_path / "empty.tsv", "empty.tsv: empty file; expected the labels file")]
+             (features, tmp_path / "empty.tsv", "empty.tsv: empty file; expected the labels file"),
+             (features, tmp_path / "gone.tsv", "gone.tsv: no such labels file")]
+    if Path("/dev/null").exists():                              # a device: there, but not a file
+        cases.append((features, Path("/dev/null"), "/dev/null: not a regular file; expected the labels file"))
     for plain in (labels, features):                            # every row ends in a tab, as some exports do
         header, *rows = plain.read_text().splitlines()
         (tmp_path / f"trailing-{plain.name}").write_text("\n".join([header, *(r + "\t" for r in rows)]) + "\n")
@@ -156,6 +166,18 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
         assert main(["probe", "--features", str(given), "--labels", str(given_labels), "--target", "group"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_table_saved_as_utf16_reads_as_its_utf8_copy(tmp_path):
+    # spreadsheets save "Unicode text" as UTF-16 with a byte-order mark; the probe reads what it says
+    features, labels = planted(tmp_path)
+    wide = tmp_path / "participants-utf16.tsv"
+    wide.write_bytes(labels.read_text(encoding="utf-8").encode("utf-16"))      # BOM + UTF-16 (little-endian)
+    assert wide.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    plain, plain_folds = probe_feature_file(features, labels, "group")
+    utf16, utf16_folds = probe_feature_file(features, wide, "group")
+    assert utf16 == plain
+    pd.testing.assert_frame_equal(utf16_folds, plain_folds)
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".npy"])

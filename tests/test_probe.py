@@ -523,6 +523,25 @@ def test_workers_probe_side_by_side_and_give_the_same_rows():
     assert list(alone["method"]) == ["simclr", "yaware"] and alone["evaluable"].all()
 
 
+def test_no_more_worker_processes_than_probes_to_run(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    cohort = pd.DataFrame({"participant_id": [f"s{i}" for i in range(60)], "diagnosis": ["control"] * 30 + ["ad"] * 30,
+                           "age": rng.uniform(60, 80, 60), "sex": rng.integers(0, 2, 60)})
+    embeddings = {(m, 0): {"adni": rng.normal(size=(60, 6))} for m in ("simclr", "yaware")}
+    started = []
+    real = evaluation.Parallel
+    monkeypatch.setattr(evaluation, "Parallel", lambda n_jobs, **kw: started.append(n_jobs) or real(n_jobs, **kw))
+    options = dict(small_class_repeats=1, workers=64, cache=tmp_path)
+    first = evaluation.evaluate_tasks(embeddings, {"adni": cohort}, ["adni/ad-vs-hc"], **options)
+    assert started == [2]                                         # two probes: two processes, not 64
+    again = evaluation.evaluate_tasks(embeddings, {"adni": cohort}, ["adni/ad-vs-hc"], **options)
+    assert started == [2]                                         # all read from the cache: none started
+    embeddings["yaware", 0]["adni"] = embeddings["yaware", 0]["adni"] + 1.0
+    evaluation.evaluate_tasks(embeddings, {"adni": cohort}, ["adni/ad-vs-hc"], **options)
+    assert started == [2]                                         # one probe runs in this process
+    pd.testing.assert_frame_equal(first, again)
+
+
 def test_groups_that_never_mix_the_classes_are_not_evaluable_and_missing_labels_are_refused():
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(40, 5)), np.repeat([0, 1], 20)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from anatcl_core.cli import path_argument
 from anatcl_core.data.cohort import GRIDS, CohortError
 from anatcl_core.data.importers.measures import FILL_CHOICES
 from anatcl_core.data.importers.nifti import DEFAULT_ID_PATTERN, import_nifti
@@ -26,16 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
 
     openbhb = sub.add_parser("openbhb", help="OpenBHB as distributed (participants.tsv + {train,val}/derivatives)")
-    openbhb.add_argument("src", type=Path, help="OpenBHB folder holding participants.tsv, train/ and val/")
+    openbhb.add_argument("src", type=path_argument, help="OpenBHB folder holding participants.tsv, train/ and val/")
     openbhb.add_argument("--no-resource-check", action="store_true",
                          help="skip comparing resource/freesurfer_channels.txt with the expected channel order")
 
     nifti = sub.add_parser("nifti", help="CAT12 mwp1 NIfTI maps + participants table + FreeSurfer/ENIGMA measures")
-    nifti.add_argument("--images", type=Path, required=True, help="folder searched recursively for the maps")
+    nifti.add_argument("--images", type=path_argument, required=True, help="folder searched recursively for the maps")
     nifti.add_argument("--pattern", default="mwp1*.nii*", help="file name glob (default %(default)s)")
     nifti.add_argument("--id-pattern", default=DEFAULT_ID_PATTERN,
                        help="regex on the path below --images whose 'id' group is the subject id")
-    nifti.add_argument("--participants", type=Path, required=True, help="participants table (.tsv or .csv)")
+    nifti.add_argument("--participants", type=path_argument, required=True, help="participants table (.tsv or .csv)")
     nifti.add_argument("--id-column", default="participant_id", help="subject id column of the table")
     nifti.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a column (repeatable)")
     nifti.add_argument("--constant", action="append", metavar="COLUMN=VALUE",
@@ -43,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nifti.add_argument("--recode", action="append", nargs=2, metavar=("COLUMN", "VALUE=CODE,..."),
                        help="recode a column, e.g. --recode sex 1=M,2=F (repeatable; unmapped values are errors)")
     measures = nifti.add_mutually_exclusive_group(required=True)
-    measures.add_argument("--freesurfer-dir", type=Path,
+    measures.add_argument("--freesurfer-dir", type=path_argument,
                           help="SUBJECTS_DIR holding <participant_id>/stats/{lh,rh}.aparc.stats")
-    measures.add_argument("--enigma-csv", type=Path, action="append",
+    measures.add_argument("--enigma-csv", type=path_argument, action="append",
                           help="ENIGMA table with SubjID and L_/R_<region>_<thickavg|surfavg|grayvol> (repeatable)")
     nifti.add_argument("--fill-missing-channels", choices=FILL_CHOICES, default="error",
                        help="channels the ENIGMA tables lack: 'error' (default) or store them as 'zero'")
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nifti.add_argument("--source-name", default="NIfTI folder", help="dataset name recorded in meta.json provenance")
 
     for command in (openbhb, nifti):
-        command.add_argument("dest", type=Path, help="cohort folder to create, e.g. data/openbhb")
+        command.add_argument("dest", type=path_argument, help="cohort folder to create, e.g. data/openbhb")
         command.add_argument("--grid", type=float, default=1.5, choices=sorted(GRIDS),
                              help="voxel size of the cohort grid in mm (default %(default)s, the CAT12 grid)")
         command.add_argument("--dtype", default="float16", choices=["float16", "float32"],
