@@ -20,7 +20,7 @@ from anatcl_core.cli import main as anatcl
 from anatcl_core.data import GRIDS, Cohort, CohortError
 from anatcl_core.data.importers import (
     APARC_COLUMNS, SourceDataError, freesurfer_measures, import_nifti, import_openbhb, load_gm_map,
-    read_enigma_tables, to_grid,
+    read_enigma_tables, read_table, to_grid,
 )
 
 # A 15 mm grid over the CAT12 field of view (x 90 .. -90, y -126 .. 84, z -72 .. 108), oriented like CAT12.
@@ -388,6 +388,19 @@ def test_nifti_import_refuses_unmapped_codes_before_reading_images(tmp_path):
                      renames={"Age": "age", "Gender": "sex", "Group": "diagnosis"}, constants={"site": "OAS"},
                      freesurfer_dir=fs_dir, grid=TINY, progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_participants_table_in_utf16_reads_as_in_utf8_and_unusable_tables_are_named(tmp_path):
+    _, table, _ = make_nifti_study(tmp_path)
+    wide = tmp_path / "participants-utf16.csv"                 # a spreadsheet's "Unicode text" encoding
+    wide.write_bytes(table.read_text(encoding="utf-8").encode("utf-16"))
+    pd.testing.assert_frame_equal(read_table(wide, "Subject"), read_table(table, "Subject"))
+    (tmp_path / "empty.csv").write_text("")
+    for path, message in ((tmp_path / "gone.csv", "gone.csv: no such participants table"),
+                          (tmp_path / "empty.csv", "empty.csv: empty file; expected the participants table"),
+                          (tmp_path, "is a folder; expected the participants table")):
+        with pytest.raises(SourceDataError, match=message):
+            read_table(path, "Subject")
 
 
 # ----------------------------------------------------------------------------- command line

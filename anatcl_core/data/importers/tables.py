@@ -11,20 +11,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.cli import one_line
 from anatcl_core.data.importers.errors import SourceDataError
+from anatcl_core.feature_files import read_text_table
 
 
 def read_table(path: Path, id_column: str, text_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """A TSV/CSV participants table; `id_column` and `text_columns` kept as written (e.g. '0012', '17').
-
-    The separator follows the suffix (.csv: comma, anything else: tab); empty cells become NaN.
-    """
-    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    """A TSV/CSV participants table (`feature_files.read_text_table`: the separator follows the suffix, UTF-8 or
+    UTF-16); `id_column` and `text_columns` kept as written (e.g. '0012', '17'); empty cells become NaN."""
     try:
-        table = pd.read_csv(path, sep=sep, dtype={c: str for c in (id_column, *text_columns)},
-                            keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SourceDataError(f"{path}: not a readable {'CSV' if sep == ',' else 'TSV'} table ({err})") from err
+        table = read_text_table(path, "participants table", dtype={c: str for c in (id_column, *text_columns)},
+                                keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as err:
+        raise SourceDataError(one_line(err)) from err
     if id_column not in table.columns:
         raise SourceDataError(f"{path}: no column '{id_column}'; expected the subject identifier column "
                               f"(found {list(table.columns)[:12]}); set it with --id-column")
