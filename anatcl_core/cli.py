@@ -90,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
 def guarded(prog: str, run, args: argparse.Namespace, debug: bool = False) -> int:
     """`run(args)`, with a user error reported as one line (see the module docstring) and exit status 1."""
     try:
-        return int(run(args) or 0)
+        status = int(run(args) or 0)
+        sys.stdout.flush()                     # here, where a closed pipe is caught, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader of stdout left (`anatcl ... | head`): stop quietly, as other command-line tools do, and keep
+        # Python's last flush at exit from failing on the closed pipe too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except USER_ERRORS as err:
         if debug or os.environ.get("ANATCL_DEBUG"):
             raise

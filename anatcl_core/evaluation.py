@@ -292,6 +292,8 @@ def run_features(args: Any) -> int:
         _check_out(args.out)
     result, folds = probe_feature_file(args.features, args.labels, args.target, args.kind, args.groups,
                                        n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
+    if args.out is not None:                 # written before anything is printed: a reader that quits early (| head)
+        write_atomic(args.out, lambda f: folds.to_csv(f, index=False))    # does not cost the file
     unit = "%" if result.metric == "balanced_accuracy" else f" ({args.target}'s unit)"
     if result.evaluable:
         print(f"{args.target}: {result.metric} {result.mean:.2f}{unit} +/- {result.std:.2f} (SD over "
@@ -302,7 +304,6 @@ def run_features(args: Any) -> int:
     if result.note and result.evaluable:
         print(f"note: {result.note}")
     if args.out is not None:
-        write_atomic(args.out, lambda f: folds.to_csv(f, index=False))
         print(f"wrote {args.out}")
     return 0
 

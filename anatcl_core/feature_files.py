@@ -133,14 +133,26 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
                             **options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected the {what} saved as "
-                         "UTF-8 (or UTF-16) text") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: {_undecodable(path, encoding)}; expected the {what} saved as UTF-8 (or UTF-16) "
+                         "text") from None
     except pd.errors.ParserError as err:
         raise ValueError(f"{path}: not a readable {what} ({' '.join(str(err).split())[:80]})") from None
     if table.empty:
         raise ValueError(f"{path}: a header line and no rows; expected one row per subject")
     return table
+
+
+def _undecodable(path: Path, encoding: str) -> str:
+    """Where `path` first fails to decode, as a person finds it: the line and the byte (pandas' error counts
+    bytes from the start of the chunk it was reading, not of the file)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return f"line {line} is not {encoding.upper()} text (byte 0x{data[err.start]:02x})"
+    return f"not {encoding.upper()} text"
 
 
 def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:

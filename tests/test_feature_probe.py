@@ -138,13 +138,17 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
     (tmp_path / "empty.tsv").write_text("")
     (tmp_path / "header.tsv").write_text("participant_id\tfeature_000\n")
     (tmp_path / "binary.tsv").write_bytes(b"\x80\x81\xfe\x00\x01")
+    rows = "".join(f"sub-{i}\tx\n" for i in range(3000))    # past pandas' first chunk; then a Latin-1 name
+    (tmp_path / "latin1.tsv").write_bytes(f"participant_id\tgroup\n{rows}".encode() + "sub-é\tx\n".encode("latin-1"))
     (tmp_path / "quoted.csv").write_text('participant_id,feature_000\n"a,1\n')
     np.save(tmp_path / "alone.npy", np.zeros((2, 3), dtype=np.float32))
     (tmp_path / "folder.npy").mkdir()
     cases = [(tmp_path / "empty.tsv", labels, "empty.tsv: empty file"),
              (tmp_path / "header.tsv", labels, "header.tsv: a header line and no rows"),
-             (tmp_path / "binary.tsv", labels, "binary.tsv: not UTF-8 text (invalid start byte at byte 0); "
+             (tmp_path / "binary.tsv", labels, "binary.tsv: line 1 is not UTF-8 text (byte 0x80); "
                                                "expected the features file saved as UTF-8"),
+             (features, tmp_path / "latin1.tsv", "latin1.tsv: line 3002 is not UTF-8 text (byte 0xe9); "
+                                                 "expected the labels file saved as UTF-8"),
              (tmp_path / "quoted.csv", labels, "quoted.csv: not a readable features file"),
              (tmp_path / "gone.npy", labels, "gone.npy: no such features file"),
              (tmp_path / "folder.npy", labels, "folder.npy: is a folder; expected the features file"),
@@ -205,3 +209,17 @@ def test_an_out_that_is_a_folder_is_refused_before_the_probe(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a folder; expected a CSV file path" in err, err
+
+
+def test_a_reader_that_quits_early_gets_no_traceback_and_the_out_file_is_written(tmp_path):
+    import subprocess
+    import sys
+    features, labels = planted(tmp_path)
+    out = tmp_path / "folds.csv"
+    run = subprocess.Popen([sys.executable, "-m", "anatcl_core.cli", "probe", "--features", str(features), "--labels",
+                            str(labels), "--target", "group", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()                                          # as `| head -0` would: nobody reads the results
+    err = run.stderr.read().decode()
+    assert run.wait() == 1 and err == "", err
+    assert len(pd.read_csv(out)) == 5                             # the file is there, whole
