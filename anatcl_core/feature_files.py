@@ -120,7 +120,7 @@ _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFrame:
-    """A .csv (comma) or other (tab) text table, UTF-8 or UTF-16 with its byte-order mark, with at least one row;
+    """A .csv or .CSV (comma) or other (tab) text table, UTF-8 or UTF-16 with its byte-order mark, with at least one row;
     `what` names it in errors ("features file"). FileNotFoundError or a one-line ValueError naming the file,
     instead of pandas' own messages."""
     path = Path(path)
@@ -129,8 +129,8 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
         encoding = "utf-16" if f.read(2) in _UTF16_MARKS else "utf-8"
     try:
         # index_col=False: a row ending in a separator must not turn the first column into the index
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", index_col=False, encoding=encoding,
-                            **options)
+        table = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", index_col=False,
+                            encoding=encoding, **options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
     except UnicodeDecodeError:

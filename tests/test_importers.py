@@ -395,6 +395,9 @@ def test_participants_table_in_utf16_reads_as_in_utf8_and_unusable_tables_are_na
     wide = tmp_path / "participants-utf16.csv"                 # a spreadsheet's "Unicode text" encoding
     wide.write_bytes(table.read_text(encoding="utf-8").encode("utf-16"))
     pd.testing.assert_frame_equal(read_table(wide, "Subject"), read_table(table, "Subject"))
+    shouted = tmp_path / "PARTICIPANTS.CSV"                     # a Windows-style name is still comma-separated
+    shouted.write_bytes(table.read_bytes())
+    pd.testing.assert_frame_equal(read_table(shouted, "Subject"), read_table(table, "Subject"))
     (tmp_path / "empty.csv").write_text("")
     for path, message in ((tmp_path / "gone.csv", "gone.csv: no such participants table"),
                           (tmp_path / "empty.csv", "empty.csv: empty file; expected the participants table"),
