@@ -56,18 +56,20 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 STALE_TEMPORARY_S = 3600
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = ".*.tmp") -> list[Path]:
-    """Remove the temporary files `write_atomic` left in `folder` (those matching `pattern`, a glob) that are
-    older than STALE_TEMPORARY_S; -> the files removed. A folder that cannot be listed is left alone.
+def remove_stale_files(folder: str | os.PathLike, pattern: str = ".*.tmp",
+                       age_s: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Remove the files in `folder` matching `pattern` (a glob) last modified more than `age_s` seconds ago; ->
+    the files removed. By default, the temporary files a killed `write_atomic` left. A folder that cannot be
+    listed is left alone.
 
     For folders only this project writes (caches); a sweep lists the folder, so it is not done on every write.
     """
     removed = []
     try:
-        for tmp in Path(folder).glob(pattern):
-            if time.time() - tmp.stat().st_mtime > STALE_TEMPORARY_S:
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
+        for path in Path(folder).glob(pattern):
+            if time.time() - path.stat().st_mtime > age_s:
+                path.unlink(missing_ok=True)
+                removed.append(path)
     except OSError:
         pass
     return removed

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from anatcl_core.atomic import remove_stale_temporaries, write_atomic
+from anatcl_core.atomic import remove_stale_files, write_atomic
 from anatcl_core.checkpoints import file_digest, is_released_spec, load_checkpoint, resolve_checkpoint
 from anatcl_core.data.augment import center_crop, training_crop
 from anatcl_core.data.cohort import GRIDS, Cohort
@@ -208,7 +208,7 @@ class EmbeddingCache:
         out = {}
         for name, cohort in cohorts.items():
             path = self.path_for(checkpoint, name)
-            remove_stale_temporaries(path.parent, f".{name}.*.tmp")      # of a run killed while saving
+            remove_stale_files(path.parent, f".{name}.*.tmp")      # of a run killed while saving
             source = path.with_suffix(".source")
             fingerprint = cohort.fingerprint()
             if path.exists() and source.exists() and source.read_text().strip() == fingerprint:

@@ -16,7 +16,9 @@ fold names are not in the key: they label rows, they do not change scores. Nor i
 the same numbers on every machine (the book's precision policy). What cannot be spelled out exactly (an
 option of an unknown type, a participants cell that pandas cannot hash) is probed without the cache. An
 unreadable entry is probed again and rewritten; a folder that cannot be used is warned about once, and the
-probes run as without a cache.
+probes run as without a cache. Every code change starts new keys, so entries that no run has read or written
+for `UNUSED_ENTRY_S` (30 days) are removed when a cache is opened: a cache holds what is in use, and deleting
+it is always safe.
 
 Example::
 
@@ -38,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from anatcl_core.atomic import remove_stale_temporaries, write_atomic
+from anatcl_core.atomic import remove_stale_files, write_atomic
 from anatcl_core.probe import ProbeResult, cross_validate_probe
 from anatcl_core.probe_protocol import get_protocol
 
@@ -53,6 +55,11 @@ RESULT_MODULES = ("anatcl_core.evaluation", "anatcl_core.probe", "anatcl_core.pr
 LIBRARIES = ("numpy", "scipy", "sklearn", "pandas")
 #: Probe options that change how fast a probe runs, not what it returns: left out of the key.
 NEUTRAL_OPTIONS = ("n_jobs",)
+#: An entry neither read nor written for this long (s) is removed when a cache is opened (its mtime is renewed on
+#: every read).
+UNUSED_ENTRY_S = 30 * 24 * 3600
+_ENTRY_GLOB = "[0-9a-f]" * 64 + ".json"                # `_path` of a key: a SHA-256 in hex
+
 #: The options `evaluate_task` passes on, with their defaults: given or not, a default is one key.
 DEFAULT_OPTIONS = {name: p.default for name, p in inspect.signature(cross_validate_probe).parameters.items()
                    if p.default is not inspect.Parameter.empty and name not in ("groups", *NEUTRAL_OPTIONS)}
@@ -131,7 +138,9 @@ class ProbeCache:
         if not str(self.root):
             raise ValueError("cache: an empty path; expected a folder for the probe results")
         self.root = Path(self.root)
-        remove_stale_temporaries(self.root, ".*.json.*.tmp")         # of saves killed midway
+        # only files named as this cache names them: the folder may hold a user's own files
+        remove_stale_files(self.root, f".{_ENTRY_GLOB}.*.tmp")                  # of saves killed midway
+        remove_stale_files(self.root, _ENTRY_GLOB, UNUSED_ENTRY_S)
 
     def key(self, X: np.ndarray, participants: pd.DataFrame, task: Any, options: Mapping[str, Any]) -> str | None:
         """The key of probing `task` on features X [N, d] of a cohort with `participants` [N rows], or None
@@ -154,10 +163,15 @@ class ProbeCache:
             if not isinstance(saved, dict) or list(saved) != list(names):
                 raise ValueError(f"evaluations {list(saved)[:3] if isinstance(saved, dict) else saved!r}, "
                                  f"expected {list(names)}")
-            return {name: _result(fields) for name, fields in saved.items()}
+            results = {name: _result(fields) for name, fields in saved.items()}
         except (OSError, ValueError, TypeError, KeyError) as err:
             log.warning("probe cache: %s is unreadable (%s); probing again", path, err)
             return None
+        try:
+            os.utime(path)                      # in use: not swept as unused
+        except OSError:
+            pass                                # a read-only cache still serves
+        return results
 
     def save(self, key: str, results: Mapping[str, ProbeResult], about: str = "") -> None:
         """Keep `results` under `key`; `about` (e.g. "simclr fold 0, adni/ad-vs-hc") is stored for a reader."""

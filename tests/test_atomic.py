@@ -74,7 +74,7 @@ def test_a_dead_process_on_this_host_is_gone_but_not_on_another_host(tmp_path):
 def test_stale_temporaries_are_removed_and_fresh_ones_and_other_files_kept(tmp_path):
     import time
 
-    from anatcl_core.atomic import STALE_TEMPORARY_S, remove_stale_temporaries
+    from anatcl_core.atomic import STALE_TEMPORARY_S, remove_stale_files
     stale, fresh, other = tmp_path / ".a.npy.x1.tmp", tmp_path / ".a.npy.x2.tmp", tmp_path / ".b.npy.x3.tmp"
     kept = [tmp_path / "a.npy", tmp_path / ".hidden", tmp_path / "old.tmp"]        # not write_atomic's names
     for path in (stale, fresh, other, *kept):
@@ -82,7 +82,7 @@ def test_stale_temporaries_are_removed_and_fresh_ones_and_other_files_kept(tmp_p
     old = time.time() - STALE_TEMPORARY_S - 1
     for path in (stale, other, *kept):
         os.utime(path, (old, old))
-    assert remove_stale_temporaries(tmp_path, ".a.npy.*.tmp") == [stale]
-    assert remove_stale_temporaries(tmp_path) == [other]
+    assert remove_stale_files(tmp_path, ".a.npy.*.tmp") == [stale]
+    assert remove_stale_files(tmp_path) == [other]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name] + [p.name for p in kept])
-    assert remove_stale_temporaries(tmp_path / "missing") == []
+    assert remove_stale_files(tmp_path / "missing") == []

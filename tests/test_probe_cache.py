@@ -224,14 +224,44 @@ def test_a_killed_saves_temporary_file_is_removed_once_stale_and_a_fresh_one_is_
     import time
 
     from anatcl_core.atomic import STALE_TEMPORARY_S
-    stale, fresh = tmp_path / ".abc.json.x1.tmp", tmp_path / ".abd.json.x2.tmp"
-    for path in (stale, fresh):
+    key = "ab" * 32
+    stale, fresh = tmp_path / f".{key}.json.x1.tmp", tmp_path / f".{key}.json.x2.tmp"
+    mine = tmp_path / ".notes.json.x3.tmp"                      # not named as the cache names its files
+    for path in (stale, fresh, mine):
         path.write_text("{half")
     old = time.time() - STALE_TEMPORARY_S - 60
-    os.utime(stale, (old, old))
+    for path in (stale, mine):
+        os.utime(path, (old, old))
     (tmp_path / "keep.json").write_text("{}")
     ProbeCache(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "keep.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, "keep.json"])
+
+
+def test_entries_unused_for_a_month_are_removed_and_reading_one_keeps_it(tmp_path, abide, counted, monkeypatch):
+    import os
+    import time
+
+    embeddings = {("simclr", 0): _embeddings(abide)["simclr", 0]}
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    entries = sorted(tmp_path.glob("*.json"))
+    own = tmp_path / "settings.json"                            # a user's file in the same folder
+    own.write_text("{}")
+    old = time.time() - probe_cache.UNUSED_ENTRY_S - 60
+    for path in (*entries, own):
+        os.utime(path, (old, old))
+    ProbeCache(tmp_path)                                          # opening sweeps: the month-old entries go
+    assert len(entries) == len(TASKS) and sorted(tmp_path.iterdir()) == [own]
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS, cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2 * len(TASKS)                         # probed again, kept again
+    nearly = time.time() - probe_cache.UNUSED_ENTRY_S + 3600      # an hour short of the limit
+    for path in tmp_path.glob("*.json"):
+        os.utime(path, (nearly, nearly))
+    evaluate_tasks(embeddings, {"abide1": abide}, TASKS[:1], cache=tmp_path, **OPTIONS)
+    assert len(counted) == 2 * len(TASKS)                         # read, not probed: its mtime renewed
+    monkeypatch.setattr(probe_cache, "UNUSED_ENTRY_S", probe_cache.UNUSED_ENTRY_S - 7200)   # two hours on
+    ProbeCache(tmp_path)
+    kept = sorted(tmp_path.glob("*.json"))
+    assert len(kept) == 2 and own in kept                         # the entry just read, and the user's file
 
 
 def test_an_empty_cache_path_is_refused_and_an_unusable_one_only_warns(tmp_path, abide, caplog):
