@@ -34,8 +34,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 
     The previous content of `path`, if any, stays intact when `write` raises or the process dies. The file
     gets the mode of a normally created one (0644 under the usual umask 022), not tempfile's private 0600.
+    A symbolic link is written through (its target is replaced, the link stays); a device, pipe or folder at
+    `path` is never replaced (ValueError): renaming over /dev/null would swap it for a file.
     """
-    path = Path(path)
+    given, path = Path(path), Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{given}: not a regular file; refusing to replace it with one (choose a file path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -48,7 +52,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return given
 
 
 #: Age (s) after which a temporary file of `write_atomic` belongs to no live write (a write takes seconds) but to a

@@ -91,7 +91,8 @@ def guarded(prog: str, run, args: argparse.Namespace, debug: bool = False) -> in
     """`run(args)`, with a user error reported as one line (see the module docstring) and exit status 1."""
     try:
         status = int(run(args) or 0)
-        sys.stdout.flush()                     # here, where a closed pipe is caught, not at interpreter exit
+        if sys.stdout is not None:             # None when started with stdout closed (>&-)
+            sys.stdout.flush()                 # here, where a closed pipe is caught, not at interpreter exit
         return status
     except BrokenPipeError:
         # the reader of stdout left (`anatcl ... | head`): stop quietly, as other command-line tools do, and keep

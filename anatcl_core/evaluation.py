@@ -18,10 +18,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, cpu_count, delayed
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.feature_files import check_file
+from anatcl_core.feature_files import check_file, ids_sidecar
 from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, grid_edge_folds, metric_for,
@@ -137,7 +137,7 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
 
     embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
     tasks: specs or ids (None: all 22); workers: processes probing (method, fold, task) jobs side by side, each
-    on one BLAS thread (the same rows whatever the number); cache: a folder (or `ProbeCache`) where each probe's
+    on one BLAS thread, at most one per CPU core and per probe to run (the same rows whatever the number); cache: a folder (or `ProbeCache`) where each probe's
     results are kept under a hash of its features, participants, task, options and code, so a rerun probes only
     what changed (the same rows either way); probe_options: passed to `cross_validate_probe` (n_splits, seed,
     ...). One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
@@ -153,12 +153,17 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
             for _, _, task, X, table in jobs]
     found = [cache.load(key, evaluation_names(task)) if key else None for key, (_, _, task, _, _) in zip(keys, jobs)]
     todo = [i for i, results in enumerate(found) if results is None]
+    for i in [i for i in todo if jobs[i][3] is None or jobs[i][4] is None]:
+        _, _, task, X, table = jobs[i]                  # nothing to probe: reported here, not in a worker
+        found[i] = evaluate_task(X, table, task, groups_column=groups_column, **probe_options)
+    todo = [i for i in todo if found[i] is None]
     if cache:
         log.info("probe cache %s: %d of %d probes read, %d to run", cache.root, len(jobs) - len(todo), len(jobs),
                  len(todo))
     calls = [delayed(evaluate_task)(X, table, task, groups_column=groups_column, **probe_options)
              for _, _, task, X, table in (jobs[i] for i in todo)]
-    workers = min(workers, len(calls))             # no idle processes for a few probes, none for a cached run
+    # no more processes than probes or CPU cores (each probes on one BLAS thread): none for a cached rerun
+    workers = min(workers, len(calls), cpu_count())
     if workers > 1:
         done = Parallel(n_jobs=workers, return_as="generator")(calls)
     else:
@@ -237,7 +242,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--batch-size", type=int_at_least(1), default=_CHECKPOINT_ONLY["batch_size"],
                         help="volumes per forward pass when embedding")
     parser.add_argument("--workers", type=int_at_least(1), default=_CHECKPOINT_ONLY["workers"],
-                        help="processes probing tasks side by side (the same results whatever the number)")
+                        help="processes probing tasks side by side, at most one per CPU core (the same results "
+                             "whatever the number)")
 
 
 _FEATURE_FLAGS = ("labels", "target", "kind", "groups")
@@ -268,10 +274,14 @@ def _check_mode(args: Any) -> None:
                          "(a label of your own)")
 
 
-def _check_out(out: Path) -> None:
-    """`--out` is a file that can be written, checked before any probe runs."""
+def _check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """`--out` is a file that can be written and is none of the `inputs`, checked before any probe runs."""
     if Path(out).is_dir():
         raise ValueError(f"--out {out}: is a folder; expected a CSV file path (e.g. {Path(out) / 'results.csv'})")
+    if Path(out).exists() and not Path(out).resolve().is_file():
+        raise ValueError(f"--out {out}: not a regular file (a device or pipe); expected a CSV file path")
+    if any(Path(out).resolve() == Path(path).resolve() for path in inputs):
+        raise ValueError(f"--out {out}: is one of the input files; write the results elsewhere")
     check_writable_folder(Path(out).resolve().parent, "--out")
 
 
@@ -289,7 +299,8 @@ def run_features(args: Any) -> int:
     """`anatcl probe --features`: one label of the user's, probed on a feature file; fold scores printed."""
     from anatcl_core.feature_probe import probe_feature_file
     if args.out is not None:
-        _check_out(args.out)
+        _check_out(args.out, [args.features, args.labels] + ([ids_sidecar(args.features)]
+                                                              if args.features.suffix.lower() == ".npy" else []))
     result, folds = probe_feature_file(args.features, args.labels, args.target, args.kind, args.groups,
                                        n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
     if args.out is not None:                 # written before anything is printed: a reader that quits early (| head)
@@ -316,18 +327,20 @@ def run(args: Any) -> int:
     from anatcl_core.data.cohort import Cohort
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = select_tasks(args.tasks)
-    _check_out(args.out)
-    cache_dir = _cache_folder(args.cache or args.out.parent / "embedding_cache")
     from anatcl_core.precision import resolve_device
     resolve_device(args.device)
     named: dict[tuple[str, int], Path] = {}
-    for spec in args.checkpoint:                     # every name checked before anything is embedded
+    for spec in args.checkpoint:                     # every name checked before anything is embedded or created
+        if not spec.strip():
+            raise ValueError(f"--checkpoint {spec!r}: expected [METHOD[:FOLD]=]PATH of a checkpoint file")
         method, fold, path = parse_checkpoint(spec)
         check_file(path, "checkpoint file", "a .pth written by anatcl pretrain, or released weights")
         if (method, fold) in named:
             raise ValueError(f"--checkpoint: {named[method, fold]} and {path} both read as method {method!r} fold "
                              f"{fold}; name them as METHOD[:FOLD]=PATH (e.g. {method}-a:{fold}={path})")
         named[(method, fold)] = path
+    _check_out(args.out, list(named.values()))
+    cache_dir = _cache_folder(args.cache or args.out.parent / "embedding_cache")
     names = list(dict.fromkeys(t.cohort for t in tasks))
     cohorts = {n: Cohort.open(args.data / n) for n in names if (args.data / n).is_dir()}
     for name in sorted(set(names) - set(cohorts)):

@@ -31,6 +31,11 @@ def feature_columns(n: int) -> list[str]:
     return [f"feature_{i:0{digits}d}" for i in range(n)]
 
 
+def file_format(path: str | os.PathLike) -> str:
+    """The format a path names, by its suffix in lower case: 'features.CSV' -> '.csv'."""
+    return Path(path).suffix.lower()
+
+
 def ids_sidecar(path: str | os.PathLike) -> Path:
     """'features.npy' -> 'features.ids.tsv': the participant ids of a .npy feature file."""
     path = Path(path)
@@ -39,7 +44,7 @@ def ids_sidecar(path: str | os.PathLike) -> Path:
 
 def output_files(path: Path) -> list[Path]:
     """The files writing features to `path` creates: the file itself, and for .npy its ids sidecar."""
-    return [path, ids_sidecar(path)] if path.suffix == ".npy" else [path]
+    return [path, ids_sidecar(path)] if file_format(path) == ".npy" else [path]
 
 
 def parquet_available() -> bool:
@@ -51,17 +56,19 @@ def check_features_out(out: Path, overwrite: bool, protected: Sequence[Path],
                        formats: Sequence[str] = FEATURE_FORMATS, sidecar: bool = True) -> Path:
     """Refuse an --out that is not usable or would destroy something, before any work; -> the resolved path.
 
-    Refused (ValueError, one line naming --out): a suffix not in `formats`, a folder, a path equal to (or inside,
-    for a folder) one of `protected` (the inputs), an existing output file (for .npy also its ids sidecar)
-    unless `overwrite`, a folder that cannot be written, .parquet without pyarrow installed. `sidecar=False`:
-    a .npy written alone (a cohort's features, whose ids are its participants.tsv).
+    Refused (ValueError, one line naming --out): a suffix not in `formats`, a folder, a device or pipe, a path
+    equal to (or inside, for a folder) one of `protected` (the inputs), an existing output file (for .npy also
+    its ids sidecar) unless `overwrite`, a folder that cannot be written, .parquet without pyarrow installed.
+    `sidecar=False`: a .npy written alone (a cohort's features, whose ids are its participants.tsv).
     """
     out = out.resolve()
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; expected a file path ending in {', '.join(formats)}")
-    if out.suffix not in formats:
+    if out.exists() and not out.is_file():
+        raise ValueError(f"--out {out}: not a regular file (a device or pipe); expected a file path")
+    if file_format(out) not in formats:
         raise ValueError(f"--out {out}: expected a file path ending in {', '.join(formats)}")
-    if out.suffix == ".parquet" and not parquet_available():
+    if file_format(out) == ".parquet" and not parquet_available():
         raise ValueError(f"--out {out}: writing Parquet needs pyarrow, which is not installed; run "
                          "`pip install pyarrow`, or write .tsv, .csv or .npy")
     for path in protected:
@@ -88,16 +95,17 @@ def write_features(path: str | os.PathLike, ids: Sequence[str], features: np.nda
     path = Path(path)
     if len(ids) != len(features):
         raise ValueError(f"{path}: {len(ids)} ids for {len(features)} feature rows; expected one id per row")
-    if path.suffix == ".npy":
+    suffix = file_format(path)
+    if suffix == ".npy":
         ids_text = pd.DataFrame({ID_COLUMN: list(map(str, ids))}).to_csv(sep="\t", index=False)
         write_atomic(ids_sidecar(path), lambda f: f.write(ids_text.encode()))
         write_atomic(path, lambda f: np.save(f, np.asarray(features, dtype=np.float32)))
         return [path, ids_sidecar(path)]
     table = features_table(ids, features)
-    if path.suffix in (".tsv", ".csv"):
-        text = table.to_csv(sep="\t" if path.suffix == ".tsv" else ",", index=False, float_format="%.9g")
+    if suffix in (".tsv", ".csv"):
+        text = table.to_csv(sep="\t" if suffix == ".tsv" else ",", index=False, float_format="%.9g")
         write_atomic(path, lambda f: f.write(text.encode()))
-    elif path.suffix == ".parquet":
+    elif suffix == ".parquet":
         write_atomic(path, lambda f: table.to_parquet(f, engine="pyarrow", index=False))
     else:
         raise ValueError(f"{path}: expected a file path ending in {', '.join(FEATURE_FORMATS)}")
@@ -110,6 +118,9 @@ def check_file(path: Path, what: str, formats: str) -> None:
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; expected the {what} ({formats})")
     if not path.exists():
+        if path.is_symlink():
+            raise ValueError(f"{path}: a link to {os.readlink(path)}, which does not exist; expected the {what} "
+                             f"({formats})")
         raise FileNotFoundError(2, f"no such {what}", str(path))
     if not path.is_file():
         raise ValueError(f"{path}: not a regular file; expected the {what} ({formats})")
@@ -120,17 +131,17 @@ _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFrame:
-    """A .csv or .CSV (comma) or other (tab) text table, UTF-8 or UTF-16 with its byte-order mark, with at least one row;
-    `what` names it in errors ("features file"). FileNotFoundError or a one-line ValueError naming the file,
-    instead of pandas' own messages."""
+    """A text table with at least one row: comma-separated for .csv (any case), tab otherwise, or `sep` as
+    given; UTF-8, or UTF-16 with its byte-order mark. `what` names it in errors ("features file"):
+    FileNotFoundError or a one-line ValueError naming the file, instead of pandas' own messages."""
     path = Path(path)
     check_file(path, what, ".tsv or .csv")
     with open(path, "rb") as f:
         encoding = "utf-16" if f.read(2) in _UTF16_MARKS else "utf-8"
+    sep = options.pop("sep", "," if file_format(path) == ".csv" else "\t")
     try:
         # index_col=False: a row ending in a separator must not turn the first column into the index
-        table = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", index_col=False,
-                            encoding=encoding, **options)
+        table = pd.read_csv(path, sep=sep, index_col=False, encoding=encoding, **options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
     except UnicodeDecodeError:
@@ -138,6 +149,9 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
                          "text") from None
     except pd.errors.ParserError as err:
         raise ValueError(f"{path}: not a readable {what} ({' '.join(str(err).split())[:80]})") from None
+    if any("\x00" in str(column) for column in table.columns):
+        raise ValueError(f"{path}: NUL characters in the header (UTF-16 or UTF-32 text without its byte-order "
+                         f"mark?); expected the {what} saved as UTF-8 text")
     if table.empty:
         raise ValueError(f"{path}: a header line and no rows; expected one row per subject")
     return table
@@ -150,19 +164,18 @@ def _undecodable(path: Path, encoding: str) -> str:
     try:
         data.decode(encoding)
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        line = data[:err.start].decode(encoding, errors="replace").count("\n") + 1
         return f"line {line} is not {encoding.upper()} text (byte 0x{data[err.start]:02x})"
     return f"not {encoding.upper()} text"
 
 
 def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(ids [N], features [N, D] float32) from a file `write_features` wrote (any of FEATURE_FORMATS)."""
-    path = Path(path)
-    if path.suffix in (".npy", ".parquet"):
-        check_file(path, "features file", "written by anatcl embed")
-    if path.suffix == ".npy":
+    path, suffix = Path(path), file_format(path)
+    check_file(path, "features file", f"{', '.join(FEATURE_FORMATS)}, as anatcl embed writes it")
+    if suffix == ".npy":
         sidecar = ids_sidecar(path)
-        if not sidecar.is_file():
+        if not os.path.lexists(sidecar):        # anything else there is named by read_text_table
             raise ValueError(f"{path}: its ids file {sidecar.name} is missing; expected the participant ids beside "
                              "a .npy feature file (anatcl embed writes both)")
         ids = read_text_table(sidecar, "ids file", dtype=str)
@@ -177,9 +190,9 @@ def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
             raise ValueError(f"{path}: array of shape {list(features.shape)} for {len(ids)} ids in {sidecar}; "
                              "expected [subjects, features], one row per id")
         return ids, features.astype(np.float32, copy=False)
-    if path.suffix == ".parquet":
+    if suffix == ".parquet":
         table = pd.read_parquet(path)
-    elif path.suffix in (".tsv", ".csv"):
+    elif suffix in (".tsv", ".csv"):
         table = read_text_table(path, "features file", dtype={ID_COLUMN: str})
     else:
         raise ValueError(f"{path}: expected a file path ending in {', '.join(FEATURE_FORMATS)}")

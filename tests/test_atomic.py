@@ -1,7 +1,9 @@
 import os
+import stat
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -86,3 +88,19 @@ def test_stale_temporaries_are_removed_and_fresh_ones_and_other_files_kept(tmp_p
     assert remove_stale_files(tmp_path) == [other]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name] + [p.name for p in kept])
     assert remove_stale_files(tmp_path / "missing") == []
+
+
+def test_a_link_is_written_through_and_a_device_pipe_or_folder_is_never_replaced(tmp_path):
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("old")
+    link.symlink_to(real)
+    assert write_atomic(link, lambda f: f.write(b"new")) == link
+    assert link.is_symlink() and real.read_text() == "new"        # the link stays, its target is replaced
+    fifo, folder = tmp_path / "pipe", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for path in (fifo, folder, Path(os.devnull)):
+        with pytest.raises(ValueError, match="not a regular file; refusing to replace it"):
+            write_atomic(path, lambda f: f.write(b"x"))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and folder.is_dir() and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.csv", "pipe", "real.csv"]  # no temporaries

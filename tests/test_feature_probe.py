@@ -2,6 +2,7 @@
 what it cannot join, with one line."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,17 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
              (features, tmp_path / "gone.tsv", "gone.tsv: no such labels file")]
     if Path("/dev/null").exists():                              # a device: there, but not a file
         cases.append((features, Path("/dev/null"), "/dev/null: not a regular file; expected the labels file"))
+    (tmp_path / "dangling.tsv").symlink_to(tmp_path / "moved-away.tsv")
+    cases.append((features, tmp_path / "dangling.tsv", "dangling.tsv: a link to"))
+    cases.append((tmp_path, labels, f"{tmp_path}: is a folder; expected the features file"))
+    np.save(tmp_path / "piped.npy", np.zeros((2, 3), dtype=np.float32))
+    os.mkfifo(tmp_path / "piped.ids.tsv")                       # read, it would hang: refused instead
+    cases.append((tmp_path / "piped.npy", labels, "piped.ids.tsv: not a regular file; expected the ids file"))
+    (tmp_path / "nobom.tsv").write_bytes(labels.read_text().encode("utf-16-le"))
+    cases.append((features, tmp_path / "nobom.tsv", "nobom.tsv: NUL characters in the header (UTF-16 or UTF-32"))
+    asian = "participant_id\tgroup\n" + "".join(f"上海-{i}\tx\n" for i in range(3))   # U+4E0A holds a 0x0A byte
+    (tmp_path / "utf16.tsv").write_bytes(asian.encode("utf-16") + b"\x00\xd8" + "\tx\n".encode("utf-16-le"))
+    cases.append((features, tmp_path / "utf16.tsv", "utf16.tsv: line 5 is not UTF-16 text"))
     for plain in (labels, features):                            # every row ends in a tab, as some exports do
         header, *rows = plain.read_text().splitlines()
         (tmp_path / f"trailing-{plain.name}").write_text("\n".join([header, *(r + "\t" for r in rows)]) + "\n")
@@ -170,6 +182,34 @@ def test_empty_missing_or_misplaced_files_are_named_in_one_line(tmp_path, capsys
         assert main(["probe", "--features", str(given), "--labels", str(given_labels), "--target", "group"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_upper_case_suffixes_name_the_same_formats(tmp_path):
+    features, labels = planted(tmp_path)
+    ids, X = read_features(features)
+    for name in ("FEATURES.CSV", "features.Tsv", "features.NPY"):
+        write_features(tmp_path / name, ids, X)
+        got_ids, got = read_features(tmp_path / name)
+        assert got_ids == ids and np.array_equal(got, X)
+    assert (tmp_path / "features.ids.tsv").exists()               # the .NPY's ids, beside it
+    shouted = tmp_path / "PARTICIPANTS.CSV"
+    pd.read_csv(labels, sep="\t").to_csv(shouted, index=False)
+    assert probe_feature_file(tmp_path / "FEATURES.CSV", shouted, "group")[0] == probe_feature_file(features, labels,
+                                                                                                  "group")[0]
+
+
+def test_out_is_never_an_input_nor_a_device_or_pipe(tmp_path, capsys):
+    from anatcl_core.cli import main
+    features, labels = planted(tmp_path)
+    before = {path: path.read_bytes() for path in (features, labels)}
+    os.mkfifo(tmp_path / "pipe.csv")
+    for out, message in ((labels, "is one of the input files"), (tmp_path / "." / features.name, "is one of the input"),
+                         (tmp_path / "pipe.csv", "not a regular file (a device or pipe)")):
+        assert main(["probe", "--features", str(features), "--labels", str(labels), "--target", "group",
+                     "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert {path: path.read_bytes() for path in (features, labels)} == before
 
 
 def test_a_table_saved_as_utf16_reads_as_its_utf8_copy(tmp_path):
@@ -223,3 +263,10 @@ def test_a_reader_that_quits_early_gets_no_traceback_and_the_out_file_is_written
     err = run.stderr.read().decode()
     assert run.wait() == 1 and err == "", err
     assert len(pd.read_csv(out)) == 5                             # the file is there, whole
+    out.unlink()
+    closed = subprocess.run([sys.executable, "-m", "anatcl_core.cli", "probe", "--features", str(features),
+                             "--labels", str(labels), "--target", "group", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1))     # started with no stdout at all (>&-)
+    assert closed.returncode == 0 and closed.stderr == "", closed.stderr
+    assert len(pd.read_csv(out)) == 5

@@ -131,7 +131,13 @@ def test_openbhb_refuses_misplaced_or_misshapen_data(tmp_path):
     with pytest.raises(SourceDataError, match=r"sub-1003_preproc-cat12vbm_desc-gm_T1w\.npy: array shape "
                                               r"\[13, 13, 15\]; expected \[13, 15, 13\]"):
         import_openbhb(src, tmp_path / "c", grid=TINY, source_grid=TINY, progress=False)
-    assert not (tmp_path / "c").exists() and [p.name for p in tmp_path.iterdir()] == ["src", "src2"]
+
+    src = make_openbhb(tmp_path / "src3", SPLITS)
+    (src / "participants.tsv").unlink()
+    (src / "participants.tsv").mkdir()                          # there, but not a table: named, not "missing"
+    with pytest.raises(SourceDataError, match=r"participants\.tsv: is a folder; expected the participants table"):
+        import_openbhb(src, tmp_path / "c", grid=TINY, source_grid=TINY, progress=False, check_resources=False)
+    assert not (tmp_path / "c").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src", "src2", "src3"]
 
 
 def test_openbhb_refuses_unknown_codes_and_channel_orders(tmp_path):
@@ -326,6 +332,20 @@ def test_enigma_table_with_a_missing_region_or_value_is_refused(tmp_path):
     with pytest.raises(SourceDataError, match=rf"thick\.csv: non-numeric or missing 'thickavg' values for SubjID "
                                               rf"\['{table['SubjID'][2]}'\]"):
         read_enigma_tables([tmp_path / "thick.csv"], fill_missing_channels="zero")
+
+
+def test_enigma_tables_in_utf16_read_alike_and_a_pipe_or_folder_is_refused_not_waited_on(tmp_path):
+    import os
+    thickness_csv = ENIGMA_XDATA / "metr2_CortThick.csv"
+    wide = tmp_path / "thick.txt"                               # UTF-16, another suffix: still comma-separated
+    wide.write_bytes(thickness_csv.read_text(encoding="utf-8").encode("utf-16"))
+    plain, utf16 = (read_enigma_tables([path], fill_missing_channels="zero") for path in (thickness_csv, wide))
+    assert list(plain) == list(utf16) and all(np.array_equal(plain[k], utf16[k]) for k in plain)
+    os.mkfifo(tmp_path / "pipe.csv")
+    for path, message in ((tmp_path / "pipe.csv", "pipe.csv: not a regular file; expected the ENIGMA table"),
+                          (tmp_path, "is a folder; expected the ENIGMA table")):
+        with pytest.raises(SourceDataError, match=message):
+            read_enigma_tables([path], fill_missing_channels="zero")
 
 
 # ----------------------------------------------------------------------------- whole NIfTI import

@@ -89,6 +89,10 @@ def bad_arguments(cohort, tmp):
          f"{tmp}: is a folder; expected the checkpoint file"),
         (["probe", "--checkpoint", str(tmp / "missing.pth"), "--data", str(tmp), "--out", str(tmp / "r.csv")],
          "missing.pth: no such checkpoint file"),
+        (["probe", "--checkpoint", "", "--data", str(tmp), "--out", str(tmp / "r.csv")],
+         "--checkpoint '': expected [METHOD[:FOLD]=]PATH of a checkpoint file"),
+        (["probe", "--checkpoint", str(junk), "--data", str(tmp), "--out", str(junk)],
+         "is one of the input files"),
         (["import", "nifti", "--images", " ", "--participants", str(junk), str(tmp / "c")],
          "argument --images: expected a path, got ' '"),
         (["synth", "--out", str(tmp / "s"), "--n-subjects", "0"], "expected an integer >= 1, got 0"),
@@ -106,6 +110,7 @@ def test_every_subcommand_answers_a_mistake_in_one_line_with_status_1(tiny_cohor
         assert status == 1, (argv, status, err)
         assert len(err.splitlines()) == 1 and expected in err, (argv, err)
         assert not (tmp_path / "run" / "checkpoint.pth").exists()   # refused before any work
+        assert not (tmp_path / "embedding_cache").exists(), argv     # nor any folder made for it
 
 
 def test_no_traceback_reaches_the_terminal_and_debug_shows_it(tiny_cohort, tmp_path):

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.anatomy import CHANNELS, REGIONS
+from anatcl_core.cli import one_line
 from anatcl_core.data.importers.errors import SourceDataError
+from anatcl_core.feature_files import read_text_table
 
 
 #: FreeSurfer aparc.stats column for each OpenBHB channel, in anatomy.CHANNELS order.
@@ -92,7 +94,10 @@ def freesurfer_measures_by_subject(freesurfer_dir: Path, ids: Iterable[str]) -> 
 
 def read_enigma_file(path: Path) -> dict[str, pd.DataFrame]:
     """One ENIGMA-style CSV -> {channel: DataFrame [subjects, 68] indexed by SubjID} for each measure it holds."""
-    table = pd.read_csv(path, dtype={"SubjID": str})
+    try:
+        table = read_text_table(path, "ENIGMA table", sep=",", dtype={"SubjID": str})
+    except (OSError, ValueError) as err:
+        raise SourceDataError(one_line(err)) from err
     if "SubjID" not in table.columns:
         raise SourceDataError(f"{path}: no column 'SubjID'; expected ENIGMA's subject identifier column")
     if table["SubjID"].duplicated().any():

@@ -6,6 +6,7 @@ touched; the OPENBHB_* tables say how OpenBHB's files, splits and codes map onto
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def import_openbhb(src: str | Path, dest: str | Path, *, grid: float | Grid = 1.
     """
     src, dest = Path(src), Path(dest)
     table_path = src / "participants.tsv"
-    if not table_path.is_file():
+    if not os.path.lexists(table_path):          # anything else there (a folder, a pipe) is named by read_table
         raise SourceDataError(f"{table_path}: missing; expected OpenBHB's participants.tsv at the top of {src}")
     if check_resources:
         _check_openbhb_resources(src)
