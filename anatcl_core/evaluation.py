@@ -276,13 +276,14 @@ def _check_mode(args: Any) -> None:
 
 def _check_out(out: Path, inputs: Sequence[Path]) -> None:
     """`--out` is a file that can be written and is none of the `inputs`, checked before any probe runs."""
-    if Path(out).is_dir():
+    resolved = Path(out).resolve()
+    if resolved.is_dir():
         raise ValueError(f"--out {out}: is a folder; expected a CSV file path (e.g. {Path(out) / 'results.csv'})")
-    if Path(out).exists() and not Path(out).resolve().is_file():
+    if resolved.exists() and not resolved.is_file():
         raise ValueError(f"--out {out}: not a regular file (a device or pipe); expected a CSV file path")
-    if any(Path(out).resolve() == Path(path).resolve() for path in inputs):
+    if resolved in {Path(path).resolve() for path in inputs}:
         raise ValueError(f"--out {out}: is one of the input files; write the results elsewhere")
-    check_writable_folder(Path(out).resolve().parent, "--out")
+    check_writable_folder(resolved.parent, "--out")
 
 
 def _cache_folder(folder: Path) -> Path:
