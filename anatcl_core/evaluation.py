@@ -21,7 +21,7 @@ import pandas as pd
 from joblib import Parallel, cpu_count, delayed
 
 from anatcl_core.atomic import check_writable_folder, write_atomic
-from anatcl_core.feature_files import check_file, ids_sidecar
+from anatcl_core.feature_files import check_file, output_files
 from anatcl_core.methods import method_in_name
 from anatcl_core.probe_protocol import PROTOCOLS, ProbeProtocol, get_protocol
 from anatcl_core.probe import (ProbeResult, cross_validate_probe, fit_probe, grid_edge_folds, metric_for,
@@ -137,9 +137,10 @@ def evaluate_tasks(embeddings: Mapping[tuple[str, int], Mapping[str, np.ndarray]
 
     embeddings: {(method id, pretraining fold): {cohort: X [N_cohort, d]}}; cohorts: {cohort: participants};
     tasks: specs or ids (None: all 22); workers: processes probing (method, fold, task) jobs side by side, each
-    on one BLAS thread, at most one per CPU core and per probe to run (the same rows whatever the number); cache: a folder (or `ProbeCache`) where each probe's
-    results are kept under a hash of its features, participants, task, options and code, so a rerun probes only
-    what changed (the same rows either way); probe_options: passed to `cross_validate_probe` (n_splits, seed,
+    on one BLAS thread, at most one per CPU core and per probe to run (the same rows whatever the number);
+    cache: a folder (or `ProbeCache`) where each probe's results are kept under a hash of its features,
+    participants, task, options and code, so a rerun probes only what changed (the same rows either way);
+    probe_options: passed to `cross_validate_probe` (n_splits, seed,
     ...). One row per (method, fold, task, evaluation), including not-evaluable ones with the reason in `note`.
     """
     specs = [t if isinstance(t, TaskSpec) else select_tasks([t])[0] for t in (tasks or select_tasks(None))]
@@ -249,6 +250,11 @@ def add_arguments(parser: Any) -> None:
 _FEATURE_FLAGS = ("labels", "target", "kind", "groups")
 
 
+def _only(flags: list[str]) -> str:
+    """['--tasks'] -> '--tasks only goes'; two or more flags -> '--a, --b only go'."""
+    return f"{', '.join(flags)} only {'goes' if len(flags) == 1 else 'go'}"
+
+
 def _check_mode(args: Any) -> None:
     """One of the two uses, with what it needs; a mix of both is refused before any work."""
     if args.features is not None:
@@ -261,12 +267,11 @@ def _check_mode(args: Any) -> None:
         unused = [f"--{name.replace('_', '-')}" for name, default in _CHECKPOINT_ONLY.items()
                   if getattr(args, name) != default]
         if unused:
-            raise ValueError(f"{', '.join(unused)} only {'goes' if len(unused) == 1 else 'go'} with --checkpoint (the paper's tasks); --features probes "
-                             "one label")
+            raise ValueError(f"{_only(unused)} with --checkpoint (the paper's tasks); --features probes one label")
         return
     given = [f"--{name}" for name in _FEATURE_FLAGS if getattr(args, name) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} only {'goes' if len(given) == 1 else 'go'} with --features FILE")
+        raise ValueError(f"{_only(given)} with --features FILE")
     missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--data", args.data),
                                         ("--out", args.out)) if not value]
     if missing:
@@ -300,8 +305,7 @@ def run_features(args: Any) -> int:
     """`anatcl probe --features`: one label of the user's, probed on a feature file; fold scores printed."""
     from anatcl_core.feature_probe import probe_feature_file
     if args.out is not None:
-        _check_out(args.out, [args.features, args.labels] + ([ids_sidecar(args.features)]
-                                                              if args.features.suffix.lower() == ".npy" else []))
+        _check_out(args.out, [*output_files(args.features), args.labels])    # a .npy's ids file too
     result, folds = probe_feature_file(args.features, args.labels, args.target, args.kind, args.groups,
                                        n_splits=args.n_splits, seed=args.seed, protocol=args.protocol)
     if args.out is not None:                 # written before anything is printed: a reader that quits early (| head)

@@ -143,7 +143,8 @@ def read_text_table(path: str | os.PathLike, what: str, **options) -> pd.DataFra
         # index_col=False: a row ending in a separator must not turn the first column into the index
         table = pd.read_csv(path, sep=sep, index_col=False, encoding=encoding, **options)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per subject") from None
+        raise ValueError(f"{path}: empty file; expected the {what} with a header line and one row per "
+                         "subject") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: {_undecodable(path, encoding)}; expected the {what} saved as UTF-8 (or UTF-16) "
                          "text") from None

@@ -210,6 +210,10 @@ def test_out_is_never_an_input_nor_a_device_or_pipe(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
     assert {path: path.read_bytes() for path in (features, labels)} == before
+    npy, ids_file = write_features(tmp_path / "f.npy", *read_features(features))      # its ids file is an input too
+    assert main(["probe", "--features", str(npy), "--labels", str(labels), "--target", "group",
+                 "--out", str(ids_file)]) == 1
+    assert "is one of the input files" in capsys.readouterr().err and read_features(npy)[0] == read_features(features)[0]
 
 
 def test_a_table_saved_as_utf16_reads_as_its_utf8_copy(tmp_path):
